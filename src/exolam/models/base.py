@@ -1,0 +1,39 @@
+"""The LAM protocol shared by every latent action model (Sec. 3, Eq. 5; design.md "Models").
+
+A LAM is an inverse dynamics model psi_IDM and a forward dynamics model psi_FDM:
+
+    z = psi_IDM(o, o')            latent action inferred from a transition
+    o'_hat = psi_FDM(o, z)        next observation predicted from o and the latent action
+
+trained with L_LAM = E ||o' - psi_FDM(o, psi_IDM(o, o'))||^2 (Eq. 5) plus an optional bottleneck
+loss. Every LAM in exolam (LinearLAM Eq. 8-9, VQLAM App. C, LapoLAM App. D) exposes:
+
+- `idm(o, o_next) -> IDMOutput`  the full IDM result (below)
+- `fdm(o, z) -> o_next_hat`      same shape as o
+- `encode(o, o_next) -> z`       = idm(o, o_next).z
+- `decode(o, z) -> o_next_hat`   = fdm(o, z)
+
+Objectives and metrics only call these four, so they work on any model that has them; the
+xi'-swap test (Sec. 4.2) needs only `encode`/`decode`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+
+class IDMOutput(NamedTuple):
+    """What psi_IDM returns.
+
+    z:      latent action fed to the FDM, [B, d_z] (after the bottleneck, e.g. quantized)
+    z_pre:  the latent before the bottleneck, [B, d_z] (z_e of a VQ-VAE; equals z without one)
+    codes:  discrete code index per sample, int64 [B], or None for a continuous bottleneck
+    loss:   scalar bottleneck loss to add to the objective (e.g. beta * commitment); 0 if none
+    """
+
+    z: torch.Tensor
+    z_pre: torch.Tensor
+    codes: Optional[torch.Tensor]
+    loss: torch.Tensor
