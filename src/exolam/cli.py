@@ -59,13 +59,11 @@ def _tyro_parse(cls, default, args: list[str], prog: str):
         if e.code == 0:  # --help
             sys.stdout.write(text)
             raise
-        lines = [re.sub(r"^[\s│╭╰─┃]+|[\s│╮╯─┃]+$", "", ln) for ln in text.splitlines()]
-        lines = [ln for ln in lines if ln and not set(ln) <= set("─━ ")]
-        msg = next((ln for ln in lines if "rror" in ln and ":" in ln), None) or next(
-            (ln for ln in lines if "nrecognized" in ln or "rror" in ln), "invalid arguments")
-        detail = next((ln for ln in lines[lines.index(msg) + 1:] if msg in lines), "")
-        if "nrecognized" in msg and detail:
-            msg = f"{msg} {detail}"
+        box = r"\s│╭╰╮╯─━┃|+\-"
+        lines = [re.sub(f"^[{box}]+|[{box}]+$", "", ln) for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        msg = next((ln for ln in lines if ":" in ln and ("rror" in ln or "nrecognized" in ln)), None)
+        msg = msg or (lines[0] if lines else "invalid arguments")
         raise UsageError(msg) from None
 
 

@@ -182,5 +182,5 @@ def train_single(lam, objective, data: Transitions, seed: int, steps: int, batch
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses

@@ -46,6 +46,8 @@ def plot(summary: dict):
     errorbar_panel(ax[0], x, [r["probe_nmse"] for r in rows], "probe NMSE", "C0")
     twin = ax[0].twinx()
     errorbar_panel(twin, x, [r["leakage_var"] for r in rows], "leakage var  Var$_{\\xi'}(z)/\\|z\\|^2$", "C3")
+    ax[0].set_ylabel("probe NMSE", color="C0")
+    twin.set_ylabel("leakage var", color="C3")
     ax[0].axvline(summary["peak_p_switch"], color="gray", ls=":", lw=1)
     ax[0].set_xlabel("$p_{switch}$")
     ax[0].set_title("Fig. 2c: xi' leaks into z as p_switch grows")

@@ -18,7 +18,6 @@ def errorbar_panel(ax, x, stats: list[dict], label: str, color=None, err: str = 
     mean = [s["mean"] for s in stats]
     e = [s[err] for s in stats]
     ax.errorbar(x, mean, yerr=e, marker="o", ms=3, capsize=2, label=label, color=color, **kw)
-    ax.set_ylabel(label) if label and not ax.get_ylabel() else None
     ax.grid(alpha=0.3)
 
 

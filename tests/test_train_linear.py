@@ -1,0 +1,78 @@
+import torch
+
+from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
+from exolam.models.linear import LinearParams
+from exolam.objectives import Objective
+from exolam.train import LinearTrainConfig, _Stacked, batch_indices, linear_grads, train_linear_ensemble, train_single
+
+CFG = LinearEnvConfig(d_s=4, d_o=24, n_xi=3, p_switch=0.5, n_traj=100, n_test_traj=10, traj_len=4)
+SPECS = ["lam", "lam+xexo:0.5", "lam+robust-action:2", "lam+robust-q:0.3"]
+WEIGHTS = torch.tensor([[1, 0, 0, 0], [1, 0.5, 0, 0], [1, 0, 2, 0], [1, 0, 0, 0.3]], dtype=torch.float32)
+
+
+def _objective(spec, p: LinearParams, m):
+    obj = Objective(spec, p.B.shape[-1], {"action": CFG.d_s, "q": CFG.d_o})
+    with torch.no_grad():
+        for name, W in (("action", p.W_a), ("q", p.W_q)):
+            if name in obj.heads:
+                obj.heads[name].weight.copy_(W[m])
+    return obj
+
+
+def test_closed_form_gradients_match_autograd():
+    envs = [make_linear_exbmdp(CFG, seed=s) for s in range(4)]
+    p = LinearParams.init([0, 1, 2, 3], CFG.d_o, 3, CFG.d_s)
+    idx = torch.randint(400, (4, 16), generator=torch.Generator().manual_seed(0))
+    data = _Stacked.from_envs(envs)
+    obs = data.render(idx, (0, 2, 1, 3, 4))
+    a = data.a.gather(1, idx.unsqueeze(-1).expand(-1, -1, CFG.d_s))
+    parts, grads = linear_grads(p, obs, a, WEIGHTS, alt=True)
+    for m, spec in enumerate(SPECS):
+        lam, obj = p.select(m), _objective(spec, p, m)
+        loss, _ = obj(lam, envs[m].transitions(idx=idx[m]))
+        loss.backward()
+        assert torch.allclose((parts[m] * WEIGHTS[m]).sum(), loss.detach(), rtol=1e-5)
+        assert torch.allclose(grads[0][m], lam.A.grad, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(grads[1][m], lam.B.grad, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(grads[2][m], torch.cat([lam.C.grad, lam.D.grad], 1), atol=1e-4, rtol=1e-4)
+        if "action" in obj.heads:
+            assert torch.allclose(grads[3][m], obj.heads["action"].weight.grad, atol=1e-5)
+
+
+def test_ensemble_equals_one_by_one():
+    """Each model of an ensemble follows the run it would have alone with the same seed."""
+    train = LinearTrainConfig(d_z=3, steps=150, batch_size=32, lr=1e-3)
+    envs = [make_linear_exbmdp(CFG, seed=s % 2) for s in range(4)]
+    seeds = [0, 1, 0, 1]
+    params, _ = train_linear_ensemble(envs, WEIGHTS, seeds, train)
+    for m, spec in enumerate(SPECS):
+        p0 = LinearParams.init([seeds[m]], CFG.d_o, 3, CFG.d_s)
+        lam, obj = p0.select(0), _objective(spec, p0, 0)
+        data = envs[m].transitions("train")
+        train_single(lam, obj, data, seeds[m], train.steps, train.batch_size, train.lr)
+        ens = params.select(m)
+        for name in "ABCD":
+            assert torch.allclose(getattr(ens, name), getattr(lam, name), atol=2e-4), (spec, name)
+
+
+def test_training_is_deterministic_and_lowers_the_loss():
+    envs = [make_linear_exbmdp(CFG, seed=0)]
+    train = LinearTrainConfig(d_z=3, steps=300, batch_size=32, lr=3e-3)
+    w = WEIGHTS[:1]
+    p1, parts1 = train_linear_ensemble(envs, w, [7], train)
+    p2, parts2 = train_linear_ensemble(envs, w, [7], train)
+    assert all(torch.equal(a, b) for a, b in zip(p1.tensors(), p2.tensors()))
+    first = LinearParams.init([7], CFG.d_o, 3, CFG.d_s)
+    b = envs[0].transitions("train")
+    with torch.no_grad():
+        before = Objective("lam", 3)(first.select(0), b)[0]
+        after = Objective("lam", 3)(p1.select(0), b)[0]
+    assert after < 0.5 * before
+
+
+def test_batch_stream_depends_on_seed_only():
+    a = torch.stack(list(batch_indices(3, 100, 5, 8)))
+    b = torch.stack(list(batch_indices(3, 100, 5, 8, chunk=2)))
+    c = torch.stack(list(batch_indices(4, 100, 5, 8)))
+    assert torch.equal(a, torch.stack(list(batch_indices(3, 100, 5, 8)))) and not torch.equal(a, c)
+    assert a.shape == (5, 8) and b.shape == (5, 8)
