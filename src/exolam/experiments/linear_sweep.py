@@ -145,6 +145,11 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
         for c, e, lam, lt in zip(group, group_envs, models, train_loss):
             row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
                    "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples), "loss_train": lt}
+            if getattr(cfg, "with_optimum", False) and c.objective == "lam":  # Prop. 4.2 check
+                tr = e.transitions("train")
+                opt, loss_opt = lam_optimum(tr.o, tr.o_next, cfg.train.d_z)
+                row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples).items()})
+                row["optimum_loss_train"] = loss_opt
             rows.append(row)
         run.append(rows)
         log(f"  {run.name}: {min(start + step, len(todo))}/{len(todo)} cells done")

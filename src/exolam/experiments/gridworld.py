@@ -1,0 +1,189 @@
+"""Fig. 5b: the practical VQ LAM on the 4x4 grid world (Sec. 5) across the noise intensity sigma.
+
+Objectives (Sec. 5): vanilla L_LAM (Eq. 5), L_LAM + L_X-exo (Eq. 16, paired views at the same sigma)
+and L_LAM + L_xi-robust with the action as the eta-robust target (Eq. 19, 1 % labels), trained as in
+App. C Table 2 (train_vq.py). Per row (config x seed), on the held-out split:
+
+- consistency loss E||z - z~||^2 after quantization (Fig. 5b left, primary), before it, code-flip rate
+- exogenous-region MSE, raw and divided by the noise floor sigma^2/4 (Fig. 5b right; 1.0 = z carries
+  none of xi', below 1 = xi' leaked into z), and the control-region MSE
+- probe accuracy z -> action (held-out), codebook perplexity / codes used
+
+Paper (Sec. 5): at sigma = 0 the three agree; as sigma grows the vanilla LAM's consistency loss rises
+and its exogenous-region MSE stays low, while both auxiliary objectives keep consistency low and the
+exogenous-region MSE high. At sigma = 0 the two views are identical, so the consistency loss is 0 by
+construction for every objective; agreement there is judged on probe accuracy and control-region MSE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from exolam.errors import ConfigError, check_range
+from exolam.experiments.plotting import errorbar_panel, figure
+from exolam.experiments.runio import RunDir, summarize
+from exolam.models.vq import VQLAMConfig
+from exolam.objectives import format_objective, parse_objective
+from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, run_jobs
+
+NAME = "gridworld"
+KEYS = ["sigma", "objective"]
+VANILLA = "lam"
+
+
+@dataclasses.dataclass
+class Config(VQSweepConfig):
+    sigmas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    """noise intensities sigma of the bottom row (Fig. 5b x-axis)"""
+    objectives: tuple[str, ...] = ("lam", "lam+xexo:1", "lam+robust-action:1")
+    """vanilla, X-exo (lam_X-exo = 1) and Action-pred (lam_act = 1), App. C Table 2"""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.sigmas:
+            raise ConfigError("sigmas must list at least one noise intensity")
+        for i, s in enumerate(self.sigmas):
+            check_range(f"sigmas[{i}]", s, 0.0, 1.0)
+        if len(set(self.sigmas)) != len(self.sigmas):
+            raise ConfigError(f"sigmas = {self.sigmas} lists a value twice")
+        objs = [format_objective(parse_objective(o, f"objectives[{i}]")) for i, o in enumerate(self.objectives)]
+        if not objs or len(set(objs)) != len(objs):
+            raise ConfigError(f"objectives = {self.objectives} must be non-empty and distinct")
+
+
+def quick_config() -> Config:
+    """CI size: IDM width 32, 800 updates, 8k transitions, sigma in {0, 0.5, 1}, 2 seeds (18 jobs)."""
+    cfg = Config(sigmas=(0.0, 0.5, 1.0), seeds=2)
+    cfg.env = dataclasses.replace(cfg.env, n_train=8192, n_test=1024)
+    cfg.model = VQLAMConfig(idm_channels=(32, 32, 32))
+    cfg.train = VQTrainConfig(steps=800)
+    return cfg
+
+
+def jobs(cfg: Config) -> list[Job]:
+    """One job per sigma x objective x seed, seeds innermost (so a config's seeds finish together)."""
+    out = []
+    for sigma in cfg.sigmas:
+        for objective in cfg.objectives:
+            obj = format_objective(parse_objective(objective))
+            key = f"sigma={sigma:g}|objective={obj}"
+            for seed in range(cfg.seeds):
+                out.append(make_job(key, seed, obj, cfg, sigma, extra=(("sigma", float(sigma)),)))
+    return out
+
+
+def run(cfg: Config, run_dir: RunDir, log=print) -> None:
+    cfg.validate()
+    run_jobs(jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, log=log)
+    run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS),
+                           "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
+                           "steps": cfg.train.steps, "precision": cfg.train.precision})
+
+
+LABELS = {"lam": "vanilla $L_{LAM}$", "lam+xexo:1": "+ $L_{X\\text{-}exo}$", "lam+robust-action:1": "+ Action-pred"}
+
+
+def _series(summary: dict, objective: str, metric: str):
+    rows = sorted((r for r in summary["rows"] if r["objective"] == objective), key=lambda r: r["sigma"])
+    return [r["sigma"] for r in rows], [r[metric] for r in rows]
+
+
+def plot(summary: dict):
+    panels = [("consistency_post", "consistency loss $E\\|z-\\tilde z\\|^2$ (lower better)"),
+              ("exo_mse_norm", "exo-region MSE / ($\\sigma^2/4$) (1 = no leak)"),
+              ("probe_acc", "probe accuracy z -> a (held-out)")]
+    fig, axes = figure(1, 3, width=4.4)
+    for ax, (metric, title) in zip(axes, panels):
+        for i, obj in enumerate(summary["objectives"]):
+            x, stats = _series(summary, obj, metric)
+            keep = [(xi, s) for xi, s in zip(x, stats) if math.isfinite(s["mean"])]
+            if keep:
+                errorbar_panel(ax, [k[0] for k in keep], [k[1] for k in keep], LABELS.get(obj, obj), f"C{i}",
+                               err="std")
+        ax.set_xlabel("noise intensity $\\sigma$")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("")
+    axes[1].axhline(1.0, color="gray", ls=":", lw=1)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Fig. 5b: practical VQ LAM on the grid world ({summary['steps']} updates, mean $\\pm$ std)",
+                 fontsize=10)
+    return fig
+
+
+def _by(summary: dict) -> dict[tuple, dict]:
+    return {(r["sigma"], r["objective"]): r for r in summary["rows"]}
+
+
+def _m(row: dict, metric: str) -> float:
+    return row[metric]["mean"]
+
+
+def claims(summary: dict) -> list[dict]:
+    """Three claim rows of Sec. 5, each judged from the numbers with thresholds fixed in advance."""
+    by = _by(summary)
+    sigmas = sorted({r["sigma"] for r in summary["rows"]})
+    aux = [o for o in summary["objectives"] if o != VANILLA]
+    noisy = [s for s in sigmas if s > 0]
+    out = []
+
+    # 1. sigma = 0: agreement (probe accuracy within 0.1, control MSE within 0.01 of each other)
+    if 0.0 in sigmas:
+        rows0 = [by[(0.0, o)] for o in summary["objectives"] if (0.0, o) in by]
+        acc = [_m(r, "probe_acc") for r in rows0]
+        ctl = [_m(r, "control_mse") for r in rows0]
+        cons = [_m(r, "consistency_post") for r in rows0]
+        ok_acc, ok_ctl = max(acc) - min(acc) <= 0.1, max(ctl) - min(ctl) <= 0.01
+        out.append({
+            "claim": "At sigma = 0 the three LAMs perform comparably (Fig. 5b)",
+            "paper": "all three objectives comparable at sigma = 0",
+            "ours": (f"probe acc {', '.join(f'{a:.2f}' for a in acc)}; control MSE "
+                     f"{', '.join(f'{c:.4f}' for c in ctl)}; consistency {', '.join(f'{c:.3g}' for c in cons)} "
+                     "(0 by construction: the views coincide). Tolerances: acc within 0.1, MSE within 0.01"),
+            "holds": "yes" if ok_acc and ok_ctl else ("partly" if ok_acc or ok_ctl else "no"),
+        })
+
+    # 2. vanilla: consistency rises with sigma; normalized exo MSE well below 1 (< 0.5) at sigma >= 0.4
+    if len(noisy) >= 1 and all((s, VANILLA) in by for s in sigmas):
+        cons = [_m(by[(s, VANILLA)], "consistency_post") for s in sigmas]
+        rises = sum(b > a for a, b in zip(cons, cons[1:]))
+        exo = {s: _m(by[(s, VANILLA)], "exo_mse_norm") for s in noisy}
+        judged = [s for s in noisy if s >= 0.4] or noisy[-1:]
+        low = [s for s in judged if exo[s] < 0.5]
+        mono = rises == len(cons) - 1
+        holds = "yes" if mono and len(low) == len(judged) else (
+            "partly" if (cons[-1] > cons[0] and low) else "no")
+        out.append({
+            "claim": "Vanilla LAM encodes xi' as sigma grows: consistency loss rises, exo-region MSE stays low",
+            "paper": "vanilla: high consistency loss and low exogenous-region MSE as sigma grows",
+            "ours": (f"vanilla consistency {' -> '.join(f'{c:.3g}' for c in cons)} over sigma "
+                     f"{', '.join(f'{s:g}' for s in sigmas)} ({rises}/{len(cons) - 1} steps up); normalized "
+                     f"exo MSE {', '.join(f'{exo[s]:.2f}@{s:g}' for s in noisy)} (threshold < 0.5 at sigma >= 0.4"
+                     f"{'' if len(low) == len(judged) else '; fails at ' + ', '.join(f'{s:g}' for s in judged if s not in low)})"),
+            "holds": holds,
+        })
+
+    # 3. auxiliary objectives: lower consistency and normalized exo MSE closer to 1 than vanilla
+    for obj in aux:
+        if not noisy or not all((s, obj) in by and (s, VANILLA) in by for s in noisy):
+            continue
+        lower = [s for s in noisy if _m(by[(s, obj)], "consistency_post") < _m(by[(s, VANILLA)], "consistency_post")]
+        nearer = [s for s in noisy if abs(1 - _m(by[(s, obj)], "exo_mse_norm"))
+                  < abs(1 - _m(by[(s, VANILLA)], "exo_mse_norm"))]
+        high = [s for s in noisy if _m(by[(s, obj)], "exo_mse_norm") >= 0.8]
+        both = [s for s in noisy if s in lower and s in nearer]
+        fails = [s for s in noisy if s not in both or s not in high]
+        holds = "yes" if not fails else ("partly" if both else "no")
+        out.append({
+            "claim": f"{LABELS.get(obj, obj).replace('$', '')} keeps consistency lower and exo-region MSE near the "
+                     "noise floor",
+            "paper": "auxiliary objectives keep exogenous-region MSE high and consistency low at all sigma",
+            "ours": ("sigma: consistency (obj vs vanilla), normalized exo MSE (obj vs vanilla): " + "; ".join(
+                f"{s:g}: {_m(by[(s, obj)], 'consistency_post'):.3g} vs {_m(by[(s, VANILLA)], 'consistency_post'):.3g}, "
+                f"{_m(by[(s, obj)], 'exo_mse_norm'):.2f} vs {_m(by[(s, VANILLA)], 'exo_mse_norm'):.2f}"
+                for s in noisy) + (f" (criteria: lower consistency, exo MSE nearer 1 and >= 0.8; misses at sigma "
+                                   f"{', '.join(f'{s:g}' for s in fails)})" if fails else
+                                   " (criteria: lower consistency, exo MSE nearer 1 and >= 0.8: met at every sigma)")),
+            "holds": holds,
+        })
+    return out
