@@ -79,6 +79,8 @@ def test_unknown_experiment_and_objective(tmp_path, capsys):
     assert "experiment: unknown name 'nope'" in capsys.readouterr().err
     assert _run(["reproduce", "auxiliary", "--out", str(tmp_path), "--lambdas", "-1", *TINY]) == 2
     assert "weight" in capsys.readouterr().err
+    assert _run(["reproduce", "auxiliary", "--out", str(tmp_path), "--terms", "robust-flow", *TINY]) == 2
+    assert "terms: unknown objective 'robust-flow'" in capsys.readouterr().err
     assert not (tmp_path / "auxiliary").exists()
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from exolam.errors import ConfigError
 from exolam.experiments import linear_sweep as ls
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.runio import RunDir, summarize
+from exolam.objectives import parse_objective
 
 NAME = "auxiliary"
 KEYS = ["p_switch", "objective"]
@@ -22,6 +24,16 @@ class Config(ls.LinearSweepConfig):
     p_switches: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     lambdas: tuple[float, ...] = (0.1, 1.0, 10.0)
     """weights lam of the auxiliary term (their meaning depends on the sum-over-dims scale)"""
+    terms: tuple[str, ...] = ("xexo", "robust-action", "robust-q")
+    """auxiliary objective terms compared with L_LAM (objectives.TERMS)"""
+
+    def validate(self) -> None:
+        super().validate()
+        for term in self.terms:
+            if term not in AUX.values():
+                raise ConfigError(f"terms: unknown objective '{term}' (allowed: {', '.join(AUX.values())})")
+        for lam in self.lambdas:
+            parse_objective(f"lam+xexo:{lam}", "lambdas")
 
 
 def quick_config() -> Config:
@@ -32,7 +44,7 @@ def quick_config() -> Config:
 
 
 def objectives(cfg: Config) -> list[str]:
-    return ["lam"] + [f"lam+{term}:{lam:g}" for term in AUX.values() for lam in cfg.lambdas]
+    return ["lam"] + [f"lam+{term}:{lam:g}" for term in cfg.terms for lam in cfg.lambdas]
 
 
 def run(cfg: Config, run_dir: RunDir, log=print) -> None:
@@ -57,7 +69,7 @@ def _split(objective: str) -> tuple[str, float]:
 def plot(summary: dict):
     rows = summary["rows"]
     fig, ax = figure(1, 4, width=3.6)
-    for i, (label, _) in enumerate(AUX.items()):
+    for i, label in enumerate(AUX):
         lams = sorted({_split(r["objective"])[1] for r in rows if _split(r["objective"])[0] == label})
         for j, lam in enumerate(lams):
             rs = sorted((r for r in rows if _split(r["objective"]) == (label, lam)), key=lambda r: r["p_switch"])
@@ -65,7 +77,8 @@ def plot(summary: dict):
         ax[i].axhline(0, color="k", lw=0.8)
         ax[i].set_title(f"(a) {label}: $\\Delta$ NMSE")
         ax[i].set_xlabel("$p_{switch}$")
-        ax[i].legend(fontsize=7)
+        if ax[i].get_legend_handles_labels()[0]:
+            ax[i].legend(fontsize=7)
     for i, label in enumerate(["vanilla"] + list(AUX)):
         rs = sorted((r for r in rows if _split(r["objective"])[0] == label and _split(r["objective"])[1] in (0.0, 1.0)),
                     key=lambda r: r["p_switch"])
