@@ -354,6 +354,10 @@ def run_jobs(jobs: list[Job], run_dir: RunDir, *, workers: int = 2, device: str 
             for i, fut in enumerate(cf.as_completed(futures)):
                 _record(run_dir, fut.result(), order)
                 log(f"  {run_dir.name}: {i + 1}/{len(tasks)} jobs done ({time.perf_counter() - t0:.0f} s)")
+        except cf.process.BrokenProcessPool as e:
+            raise RuntimeError("a sweep worker died (killed, out of memory, or the calling script lacks the "
+                               "`if __name__ == '__main__':` guard that spawned workers need); rerun the same "
+                               "command to resume") from e
         except BaseException:
             for f in futures:
                 f.cancel()

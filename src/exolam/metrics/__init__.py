@@ -1,1 +1,14 @@
-"""Metrics of the paper (design.md metrics table); pixel-LAM metrics live in metrics/pixel.py."""
+"""Metrics of the paper (design.md metrics table).
+
+`latent.py`: metrics on latent actions z (probe NMSE, leakage / consistency variance, exogenous
+energy); `pixel.py`: metrics that need a pixel LAM's encode/decode (consistency loss, exogenous-
+region MSE, xi'-swap PSNR, codebook usage, probe accuracy).
+"""
+
+from exolam.metrics.latent import consistency_var, exo_energy, leakage_var, probe_nmse, weighted_variance_ratio
+from exolam.metrics.pixel import (codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, psnr,
+                                  region_mse, swap_psnr)
+
+__all__ = ["probe_nmse", "leakage_var", "consistency_var", "exo_energy", "weighted_variance_ratio",
+           "consistency_loss", "region_mse", "exo_region_mse", "swap_psnr", "psnr", "codebook_usage",
+           "probe_accuracy"]
