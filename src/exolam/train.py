@@ -96,58 +96,75 @@ def linear_grads(p: LinearParams, H_cat: torch.Tensor, phi: torch.Tensor, a: tor
                  w: torch.Tensor, alt: bool, with_parts: bool = True):
     """Loss parts and closed-form gradients of Eq. (5) + lam_x (16) + lam_a (19, y=a) + lam_q (19, y=q).
 
-    Row-vector form: z = o C^T + o' D^T (Eq. 8), o'_hat = o A^T + z B^T (Eq. 9), with every
-    observation o = phi H_cat (phi = onehot(xi) (x) s, k = n_xi d_s columns). So every product with
-    an observation factors through k instead of d_o dims: o A^T = phi (H_cat A^T) and
-    dL/dA = G^T o = (G^T phi) H_cat; the same numbers at about half the FLOPs, no rendering.
+    Every observation of the linear Ex-BMDP is o = Hbar phi with phi = onehot(xi) (x) s (k = n_xi d_s
+    dims) and Hbar = H_cat^T, so every residual is a linear map of the per-sample feature vector
+    x = [phi_o, phi_o', phi_o~, phi_o~', a, phi_q]:
 
-    phi (M, V, B, k) holds views [o, o', (o~, o~' if alt), (q if the last weight is used)];
+        r   = A o + B z - o'   = [(A + BC) Hbar, (BD - I) Hbar, 0, 0, 0, 0] x      Eq. (5), (8)-(9)
+        r_x = A o + B z~ - o'  = [A Hbar, -Hbar, BC Hbar, BD Hbar, 0, 0] x         Eq. (16)
+        e_a = W z - a          = [W C Hbar, W D Hbar, 0, 0, -I, 0] x               Eq. (19)
+        e_q = W z - q          = [W C Hbar, W D Hbar, 0, 0, 0, -Hbar] x
+
+    and each minibatch loss mean_b ||R x_b||^2 = tr(R S R^T) depends on the batch only through
+    its second moment S = mean_b x_b x_b^T. Its gradient is 2 R S, chained to A, B, C, D, W by the
+    block structure above: the exact SGD gradient at a cost independent of d_o x batch products.
+
+    phi (M, V, B, k) holds views [o, o', (o~, o~' if alt), (phi_q if the q weight is used)];
     a (M, B, d_a) or None; w (M, 4) per-model weights (1, lam_xexo, lam_action, lam_q). Squared
     errors are summed over dims and averaged over the batch (objectives.sq_err).
     Returns (parts (M, 4) or None, grads matching LinearParams.tensors()).
     """
     M, V, B, k = phi.shape
-    f, fn = phi[:, 0], phi[:, 1]  # o, o'
-    At, Bt = p.A.transpose(1, 2), p.B.transpose(1, 2)
-    HA, HC, HD = H_cat @ At, H_cat @ p.C.transpose(1, 2), H_cat @ p.D.transpose(1, 2)
-    z = f @ HC + fn @ HD  # (M, B, d_z)   Eq. (8)
-    R = torch.cat([f, z, fn], -1) @ torch.cat([HA, Bt, -H_cat], 1)  # o'_hat - o'   (M, B, d_o)
-    c = (2.0 / B) * w  # (M, 4): d(mean_b ||.||^2)/d(residual) = 2/B residual
+    use_q = V in (3, 5)
+    blocks = {"o": phi[:, 0], "o'": phi[:, 1]}
+    if alt:
+        blocks.update({"o~": phi[:, 2], "o~'": phi[:, 3]})
+    if a is not None:
+        blocks["a"] = a
+    if use_q:
+        blocks["q"] = phi[:, -1]
+    at, off = {}, 0
+    for n, b in blocks.items():
+        at[n], off = slice(off, off + b.shape[-1]), off + b.shape[-1]
+    X = torch.cat(list(blocks.values()), -1)  # (M, B, D)
+    S = X.transpose(1, 2) @ X  # (M, D, D): B times the minibatch's second moment
+    Hb = H_cat.transpose(1, 2)  # (M, d_o, k)
+    AH, CH, DH = p.A @ Hb, p.C @ Hb, p.D @ Hb  # (M, d_o, k), (M, d_z, k), (M, d_z, k)
+    BCH, BDH = p.B @ CH, p.B @ DH
+    Bt = p.B.transpose(1, 2)
     parts = torch.zeros(M, 4, dtype=phi.dtype, device=phi.device) if with_parts else None
-    G = R * c[:, :1, None]
-    dB = G.transpose(1, 2) @ z
-    dz = G @ p.B
-    dC_in, dD_in = dz.transpose(1, 2) @ f, dz.transpose(1, 2) @ fn
-    if alt:  # L_X-exo: o'_hat = o A^T + z~ B^T, z~ from the paired view    Eq. (16)
-        fa, fna = phi[:, 2], phi[:, 3]
-        za = fa @ HC + fna @ HD
-        Rx = R + (za - z) @ Bt
-        Gx = Rx * c[:, 1:2, None]
-        G = G + Gx
-        dB += Gx.transpose(1, 2) @ za
-        dza = Gx @ p.B
-        dC_in += dza.transpose(1, 2) @ fa
-        dD_in += dza.transpose(1, 2) @ fna
-        if with_parts:
-            parts[:, 1] = Rx.pow(2).sum(-1).mean(-1)
-    if with_parts:
-        parts[:, 0] = R.pow(2).sum(-1).mean(-1)
-    dWa, dWq = torch.zeros_like(p.W_a), torch.zeros_like(p.W_q)
-    y_q = phi[:, -1] @ H_cat if V in (3, 5) else None
-    for j, (W, y, dW) in enumerate([(p.W_a, a, dWa), (p.W_q, y_q, dWq)]):
-        if y is None:
+    oo = slice(0, 2 * k)  # the [o, o'] blocks
+
+    def grad(terms, cols: slice, weight, j):
+        """dL_j/d(block columns `cols` of R) = 2 weight/B (R S)[:, cols]; terms = [(R part, rows)]."""
+        RS = sum(R @ S[:, rows, cols] for R, rows in terms)
+        if with_parts:  # the loss itself, from the residuals of this minibatch
+            r = sum(X[:, :, rows] @ R.transpose(1, 2) for R, rows in terms)
+            parts[:, j] = r.pow(2).sum(-1).mean(-1)
+        return RS * (2.0 / B * weight)[:, None, None]
+
+    G = grad([(torch.cat([AH + BCH, BDH - Hb], -1), oo)], oo, w[:, 0], 0)  # (M, d_o, 2k)
+    gA, gC, gD = G[..., :k], Bt @ G[..., :k], Bt @ G[..., k:]
+    dB = G[..., :k] @ CH.transpose(1, 2) + G[..., k:] @ DH.transpose(1, 2)
+    if alt:
+        Gx = grad([(torch.cat([AH, -Hb, BCH, BDH], -1), slice(0, 4 * k))], slice(0, 4 * k), w[:, 1], 1)
+        gA = gA + Gx[..., :k]
+        gC = gC + Bt @ Gx[..., 2 * k : 3 * k]
+        gD = gD + Bt @ Gx[..., 3 * k :]
+        dB = dB + Gx[..., 2 * k : 3 * k] @ CH.transpose(1, 2) + Gx[..., 3 * k :] @ DH.transpose(1, 2)
+    dW = []
+    for j, (W, target) in enumerate([(p.W_a, "a"), (p.W_q, "q")]):
+        if target not in at:
+            dW.append(torch.zeros_like(W))
             continue
-        err = z @ W.transpose(1, 2) - y  # (M, B, d_y)   Eq. (19)
-        if with_parts:
-            parts[:, 2 + j] = err.pow(2).sum(-1).mean(-1)
-        Gy = err * c[:, 2 + j, None, None]
-        dgz = Gy @ W
-        dC_in += dgz.transpose(1, 2) @ f
-        dD_in += dgz.transpose(1, 2) @ fn
-        dW.copy_(Gy.transpose(1, 2) @ z)
-    dA = (G.transpose(1, 2) @ f) @ H_cat
-    dE = torch.cat([dC_in @ H_cat, dD_in @ H_cat], -1)
-    return parts, [dA, dB, dE, dWa, dWq]
+        neg = -Hb if target == "q" else -torch.eye(W.shape[1], dtype=W.dtype, device=W.device).expand(M, -1, -1)
+        Gy = grad([(torch.cat([W @ CH, W @ DH], -1), oo), (neg, at[target])], oo, w[:, 2 + j], 2 + j)
+        dW.append(Gy[..., :k] @ CH.transpose(1, 2) + Gy[..., k:] @ DH.transpose(1, 2))
+        gC = gC + W.transpose(1, 2) @ Gy[..., :k]
+        gD = gD + W.transpose(1, 2) @ Gy[..., k:]
+    dA = gA @ H_cat
+    dE = torch.cat([gC @ H_cat, gD @ H_cat], -1)
+    return parts, [dA, dB, dE, dW[0], dW[1]]
 
 
 def train_linear_ensemble(envs: list[LinearExBMDP], weights: torch.Tensor, seeds: list[int],
