@@ -96,7 +96,8 @@ def _fake_gridworld(leak: bool) -> dict:
             cons = (10 * s if leak else 0.5 * s) if van else 0.5 * s
             exo = float("nan") if s == 0 else ((0.3 if leak else 0.98) if van else 0.98)
             rows.append({"sigma": s, "objective": obj, "consistency_post": _stat(cons), "exo_mse_norm": _stat(exo),
-                         "probe_acc": _stat(0.9), "control_mse": _stat(0.001)})
+                         "probe_acc": _stat(0.9), "control_mse": _stat(0.001),
+                         "exo_mse": _stat(0.002 if s == 0 else 0.1)})
     return {"rows": rows, "objectives": ["lam", "lam+xexo:1", "lam+robust-action:1"], "steps": 1}
 
 
@@ -106,6 +107,11 @@ def test_gridworld_claims_follow_the_numbers():
     no = gridworld.claims(_fake_gridworld(leak=False))
     assert no[0]["holds"] == "yes"  # sigma = 0 still agrees
     assert no[1]["holds"] != "yes" and all(c["holds"] == "no" for c in no[2:])
+    disagree = _fake_gridworld(leak=True)
+    for r in disagree["rows"]:
+        if r["sigma"] == 0 and r["objective"] == "lam":
+            r["control_mse"], r["exo_mse"] = _stat(0.2), _stat(0.3)
+    assert gridworld.claims(disagree)[0]["holds"] == "partly"
 
 
 def test_swap_and_xexo_claims_follow_the_numbers():
@@ -118,4 +124,5 @@ def test_swap_and_xexo_claims_follow_the_numbers():
           for b, l, e, f in ((10, 0.0, 0.3, 0.9), (10, 1.0, 0.99, 0.1), (10, 4.0, 0.99, 0.1),
                              (99, 0.0, 0.3, 0.9), (99, 1.0, 0.6, 0.5), (99, 4.0, 0.8, 0.4))]
     xc = xexo_sweep.claims({"rows": xr, "budgets": [10, 99], "sigma": 1.0})
-    assert [x["holds"] for x in xc] == ["yes", "yes", "yes"]
+    # leak share r: vanilla 0.7; lam 1: 0.4 / 0.75 = 0.53, lam 4: 0.2 / 0.36 = 0.56 -> lowered, not halved
+    assert [x["holds"] for x in xc] == ["yes", "partly", "yes", "yes"]

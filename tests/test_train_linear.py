@@ -24,8 +24,7 @@ def test_closed_form_gradients_match_autograd():
     p = LinearParams.init([0, 1, 2, 3], CFG.d_o, 3, CFG.d_s)
     idx = torch.randint(400, (4, 16), generator=torch.Generator().manual_seed(0))
     data = _Stacked.from_envs(envs)
-    phi = data.phi(idx, (0, 2, 1, 3, 4))
-    a = data.a.gather(1, idx.unsqueeze(-1).expand(-1, -1, CFG.d_s))
+    phi, a = data.phi(idx, (0, 2, 1, 3, 4))
     parts, grads = linear_grads(p, data.H_cat, phi, a, WEIGHTS, alt=True)
     for m, spec in enumerate(SPECS):
         lam, obj = p.select(m), _objective(spec, p, m)

@@ -52,44 +52,49 @@ def batch_indices(seed: int, n: int, steps: int, batch_size: int, chunk: int = 1
 
 @dataclasses.dataclass
 class _Stacked:
-    """Train splits of M datasets as stacked state/index arrays and emission matrices."""
+    """Train splits of M datasets, packed for a fast minibatch gather, and their emission matrices."""
 
-    s: torch.Tensor  # (M, N, d_s)
-    a: torch.Tensor  # (M, N, d_a)
-    xi4: torch.Tensor  # (M, N, 4): xi, xi~, xi', xi~'
+    rows: torch.Tensor  # (M, N, 2 d_s + 4): s, a, then xi, xi~, xi', xi~' (as floats)
     H_cat: torch.Tensor  # (M, K*d_s, d_o): rows k*d_s..(k+1)*d_s hold H_k^T
 
     @staticmethod
     def from_envs(envs: list[LinearExBMDP]) -> "_Stacked":
         sl = envs[0].split("train")
         K, d_o, d_s = envs[0].H.shape
-        return _Stacked(
-            s=torch.stack([e.s[sl] for e in envs]),
-            a=torch.stack([e.a[sl] for e in envs]),
-            xi4=torch.stack([torch.stack([e.xi[sl], e.xi_alt[sl], e.xi_next[sl], e.xi_next_alt[sl]], -1) for e in envs]),
-            H_cat=torch.stack([e.H.transpose(1, 2).reshape(K * d_s, d_o) for e in envs]),
-        )
+        pack = lambda e: torch.cat([e.s[sl], e.a[sl], torch.stack(  # noqa: E731
+            [e.xi[sl], e.xi_alt[sl], e.xi_next[sl], e.xi_next_alt[sl]], -1).float()], -1)
+        return _Stacked(rows=torch.stack([pack(e) for e in envs]),
+                        H_cat=torch.stack([e.H.transpose(1, 2).reshape(K * d_s, d_o) for e in envs]))
 
-    def phi(self, idx: torch.Tensor, views: tuple[int, ...]) -> torch.Tensor:
-        """phi = onehot(xi) (x) s of minibatch idx (M, B) for each view -> (M, V, B, n_xi * d_s).
+    @property
+    def d_s(self) -> int:
+        return (self.rows.shape[-1] - 4) // 2
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(s, a, xi4) of minibatch idx (M, B): one row gather over the flattened datasets."""
+        M, N, width = self.rows.shape
+        flat = (idx + torch.arange(M, device=idx.device).unsqueeze(1) * N).reshape(-1)
+        r = self.rows.view(M * N, width).index_select(0, flat).view(M, idx.shape[1], width)
+        d_s = self.d_s
+        return r[..., :d_s], r[..., d_s : 2 * d_s], r[..., 2 * d_s :].long()
+
+    def phi(self, idx: torch.Tensor, views: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi = onehot(xi) (x) s of minibatch idx (M, B) for each view -> (M, V, B, n_xi * d_s), and a.
 
         The observation is o = H_xi s = phi @ H_cat. Views: 0 o = h(s, xi), 1 o~ = h(s, xi~),
         2 o' = h(s', xi'), 3 o~' = h(s', xi~'), 4 q = H_xi a (the q-pred target).
         """
         M, B = idx.shape
-        d_s = self.s.shape[-1]
+        d_s = self.d_s
         K = self.H_cat.shape[1] // d_s
-        rows = idx.unsqueeze(-1)
-        s = self.s.gather(1, rows.expand(M, B, d_s))
-        a = self.a.gather(1, rows.expand(M, B, d_s))
-        xi = self.xi4.gather(1, rows.expand(M, B, 4))  # (M, B, 4): xi, xi~, xi', xi~'
+        s, a, xi = self.gather(idx)  # xi (M, B, 4): xi, xi~, xi', xi~'
         src = {0: (s, 0), 1: (s, 1), 2: (s + a, 2), 3: (s + a, 3), 4: (a, 0)}
         states = torch.stack([src[v][0] for v in views], 1)  # (M, V, B, d_s)
         which = torch.stack([xi[..., src[v][1]] for v in views], 1)  # (M, V, B)
         V = len(views)
         phi = states.new_zeros(M, V, B, K, d_s)
         phi.scatter_(3, which[..., None, None].expand(M, V, B, 1, d_s), states.unsqueeze(3))
-        return phi.view(M, V, B, K * d_s)
+        return phi.view(M, V, B, K * d_s), a
 
 
 def linear_grads(p: LinearParams, H_cat: torch.Tensor, phi: torch.Tensor, a: torch.Tensor | None,
@@ -183,7 +188,7 @@ def train_linear_ensemble(envs: list[LinearExBMDP], weights: torch.Tensor, seeds
     w = weights.to(device=device, dtype=torch.float32)
     params = p.tensors()
     opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
-    n = data.s.shape[1]
+    n = data.rows.shape[1]
     streams = [batch_indices(sd, n, cfg.steps, cfg.batch_size) for sd in seeds]
     tail = max(1, cfg.steps // 100)
     acc = torch.zeros(len(envs), 4, device=device)
@@ -192,10 +197,9 @@ def train_linear_ensemble(envs: list[LinearExBMDP], weights: torch.Tensor, seeds
     with torch.no_grad():
         for step in range(cfg.steps):
             idx = torch.stack([next(st) for st in streams]).to(device)
-            phi = data.phi(idx, views)
-            a = data.a.gather(1, idx.unsqueeze(-1).expand(-1, -1, data.a.shape[-1])) if use_a else None
+            phi, a = data.phi(idx, views)
             in_tail = step >= cfg.steps - tail
-            parts, grads = linear_grads(p, data.H_cat, phi, a, w, alt, with_parts=in_tail)
+            parts, grads = linear_grads(p, data.H_cat, phi, a if use_a else None, w, alt, with_parts=in_tail)
             for t, g in zip(params, grads):
                 t.grad = g
             opt.step()

@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -290,7 +291,16 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
 
 
 def _init_worker() -> None:
+    """1 torch thread; exit as soon as the parent dies (a killed sweep leaves no busy orphans)."""
     torch.set_num_threads(1)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _run_job_1thread(job: Job, device: str, ckpt_root: str, reuse_from: str | None) -> dict:

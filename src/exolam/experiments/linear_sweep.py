@@ -117,6 +117,8 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
             log(f"closed-form solver: no closed form for {', '.join(skipped)} (L_xi-robust learns a head W "
                 "coupled to the rank-limited IDM); those rows are skipped, use --solver sgd for them")
         todo = [c for c in todo if has_closed_form(c.objective)]
+    # ensembles of one objective compute only that objective's terms (stable: seeds stay in order)
+    todo.sort(key=lambda c: [wt > 0 for wt in c.weights[1:]])
     if len(done):
         log(f"{run.path}: resuming, {len(done)} rows already recorded, {len(todo)} to go")
     envs: dict[tuple, LinearExBMDP] = {}

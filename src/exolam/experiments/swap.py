@@ -84,11 +84,10 @@ def plot(summary: dict):
     gap_ax = axes[-1]
     for i, obj in enumerate(objs):
         rows = [by[(s, obj)] for s in sigmas if (s, obj) in by]
-        x = [r["sigma"] for r in rows]
-        errorbar_panel(gap_ax, x, [r["gap_swap"] for r in rows], f"{gridworld.LABELS.get(obj, obj)}: Recon - swap vs o'",
-                       f"C{i}", err="std")
-        errorbar_panel(gap_ax, x, [r["gap_aug"] for r in rows], f"{gridworld.LABELS.get(obj, obj)}: Recon - Aug. Recon",
-                       f"C{i}", err="std", ls="--")
+        x, name = [r["sigma"] for r in rows], gridworld.LABELS.get(obj, obj)
+        errorbar_panel(gap_ax, x, [r["gap_swap"] for r in rows], f"{name}: Recon - swap vs o'", f"C{i}", err="std")
+        errorbar_panel(gap_ax, x, [r["gap_aug"] for r in rows], f"{name}: Recon - Aug. Recon", f"C{i}", err="std",
+                       ls="--")
     gap_ax.set_xlabel("noise intensity $\\sigma$")
     gap_ax.set_ylabel("dB gap")
     gap_ax.set_title("xi'-swap gap vs augmentation gap", fontsize=9)
@@ -126,7 +125,7 @@ def claims(summary: dict) -> list[dict]:
         half = g(top, obj, "gap_swap") <= 0.5 * van_top
         testable = van_top >= 0.5  # a vanilla gap under 0.5 dB leaves nothing to shrink
         out.append({
-            "claim": f"{gridworld.LABELS.get(obj, obj).replace('$', '')} shrinks the xi'-swap gap (z carries less xi')",
+            "claim": f"{gridworld.NAMES.get(obj, obj)} shrinks the xi'-swap gap (z carries less xi')",
             "paper": "auxiliary objectives make z consistent across exogenous states (Prop. 4.6, 4.8; Sec. 5)",
             "ours": ("sigma: gap_swap obj vs vanilla (dB): " + "; ".join(
                 f"{s:g}: {g(s, obj, 'gap_swap'):.2f} vs {g(s, VANILLA, 'gap_swap'):.2f}" for s in noisy)
