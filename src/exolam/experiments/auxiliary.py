@@ -96,6 +96,8 @@ def claims(summary: dict) -> list[dict]:
     out = []
     for label in AUX:
         rs = [r for r in noisy if _split(r["objective"])[0] == label]
+        if not rs:  # not run (e.g. no closed form for it)
+            continue
         neg = [r for r in rs if r["delta_nmse"]["mean"] < 0]
         at1 = [r for r in rs if _split(r["objective"])[1] == 1.0]
         worst = max(rs, key=lambda r: r["delta_nmse"]["mean"]) if rs else None
@@ -110,6 +112,8 @@ def claims(summary: dict) -> list[dict]:
     van = {r["p_switch"]: r["consistency_var"]["mean"] for r in summary["rows"] if r["objective"] == "lam"}
     for label in ("Action-pred", "q-pred"):
         rs = [r for r in noisy if _split(r["objective"]) == (label, 1.0)]
+        if not rs:
+            continue
         lower = [r for r in rs if r["consistency_var"]["mean"] < van[r["p_switch"]]]
         out.append({
             "claim": f"{label} lowers consistency_var vs L_LAM (Fig. 4b, Prop. 4.8)",

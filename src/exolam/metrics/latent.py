@@ -18,6 +18,7 @@ import torch
 
 def probe_nmse(z_train: torch.Tensor, a_train: torch.Tensor, z_test: torch.Tensor, a_test: torch.Tensor) -> float:
     """Held-out NMSE of the least-squares linear probe z -> a (0: z determines a linearly; ~1: no info)."""
+    z_train, z_test = z_train.detach(), z_test.detach()
     X = torch.cat([z_train, torch.ones_like(z_train[:, :1])], 1).double()
     sol = torch.linalg.lstsq(X, a_train.double(), driver="gelsd").solution
     a_hat = torch.cat([z_test, torch.ones_like(z_test[:, :1])], 1).double() @ sol
@@ -33,7 +34,7 @@ def weighted_variance_ratio(z_views: torch.Tensor, weights: torch.Tensor) -> flo
     Var_w z = sum_v w_v ||z_v - zbar||^2 with zbar = sum_v w_v z_v: the spread of z over the
     views (exogenous states) of the same underlying sample n.
     """
-    z, w = z_views.double(), weights.double().unsqueeze(-1)
+    z, w = z_views.detach().double(), weights.double().unsqueeze(-1)
     zbar = (w * z).sum(0)
     var = (w * (z - zbar).pow(2)).sum(0).sum(-1).mean()
     energy = (w * z.pow(2)).sum(0).sum(-1).mean()
