@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from exolam.errors import ConfigError
 from exolam.experiments import gridworld, swap, xexo_sweep
 from exolam.experiments.plotting import close
-from exolam.experiments.runio import RunDir, to_jsonable
+from exolam.runio import RunDir, to_jsonable
 from exolam.models.vq import VQLAMConfig
 from exolam.train_vq import METRICS, VQTrainConfig
 

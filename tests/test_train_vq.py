@@ -8,7 +8,7 @@ import torch
 
 from exolam.envs.gridworld import GridWorldConfig, make_dataset
 from exolam.errors import ConfigError
-from exolam.experiments.runio import RunDir
+from exolam.runio import RunDir
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.train_vq import (Job, VQSweepConfig, VQTrainConfig, build, load_checkpoint, make_job, run_job, run_jobs,
                              save_checkpoint, train_vq)

@@ -85,7 +85,7 @@ def _config(mod, name: str, args: list[str], quick: bool, single: bool):
 def reproduce(argv: list[str]) -> int:
     from exolam.experiments.registry import GROUPS, available, expand
     from exolam.experiments.plotting import close
-    from exolam.experiments.runio import RunDir, to_jsonable
+    from exolam.runio import RunDir, to_jsonable
     from exolam.errors import ConfigError
 
     if not argv or argv[0].startswith("-"):

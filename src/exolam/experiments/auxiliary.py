@@ -11,7 +11,7 @@ import dataclasses
 from exolam.errors import ConfigError
 from exolam.experiments import linear_sweep as ls
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.experiments.runio import RunDir, summarize
+from exolam.runio import RunDir, summarize
 from exolam.objectives import parse_objective
 
 NAME = "auxiliary"

@@ -22,7 +22,7 @@ import math
 
 from exolam.errors import ConfigError, check_range
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.experiments.runio import RunDir, summarize
+from exolam.runio import RunDir, summarize
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
 from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, run_jobs

@@ -16,7 +16,7 @@ import torch
 
 from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
 from exolam.errors import ConfigError, check_positive_int
-from exolam.experiments.runio import RunDir
+from exolam.runio import RunDir
 from exolam.metrics.latent import consistency_var, leakage_var, probe_nmse
 from exolam.models.linear import LinearLAM
 from exolam.objectives import Term, format_objective, parse_objective
@@ -126,7 +126,8 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
     def env_of(c: Cell) -> LinearExBMDP:
         key = (dataclasses.astuple(c.env), c.seed)
         if key not in envs:
-            envs.clear() if len(envs) > 2 * cfg.group else None
+            if len(envs) > 2 * cfg.group:  # bound the cache; cells of one (config, seed) are adjacent
+                envs.clear()
             envs[key] = make_linear_exbmdp(c.env, c.seed)
         return envs[key]
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from exolam.experiments.registry import available
-from exolam.experiments.runio import atomic_write
+from exolam.runio import atomic_write
 
 HEADER = """# exolam report
 

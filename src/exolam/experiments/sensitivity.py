@@ -10,7 +10,7 @@ import dataclasses
 
 from exolam.experiments import linear_sweep as ls
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.experiments.runio import RunDir, summarize
+from exolam.runio import RunDir, summarize
 
 NAME = "sensitivity"
 KEYS = ["alpha", "p_switch"]

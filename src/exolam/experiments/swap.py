@@ -27,7 +27,7 @@ import math
 
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.experiments.runio import RunDir, summarize
+from exolam.runio import RunDir, summarize
 from exolam.objectives import format_objective, parse_objective
 from exolam.train_vq import METRICS, run_jobs
 

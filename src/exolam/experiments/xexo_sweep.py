@@ -34,7 +34,7 @@ import dataclasses
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.experiments.runio import RunDir, summarize
+from exolam.runio import RunDir, summarize
 from exolam.train_vq import METRICS, Job, VQSweepConfig, make_job, run_jobs
 
 NAME = "xexo-sweep"
