@@ -38,7 +38,7 @@ class LinearSweepConfig:
     """sgd: Adam as in the paper; closed-form: the global optimum where one exists"""
     eval_samples: int = 2000
     """held-out transitions for leakage_var / consistency_var"""
-    group: int = 48
+    group: int = 96
     """models trained together in one ensemble (rows are recorded per group)"""
     device: str = "cpu"
 
@@ -117,8 +117,6 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
             log(f"closed-form solver: no closed form for {', '.join(skipped)} (L_xi-robust learns a head W "
                 "coupled to the rank-limited IDM); those rows are skipped, use --solver sgd for them")
         todo = [c for c in todo if has_closed_form(c.objective)]
-    # ensembles of one objective compute only that objective's terms (stable: seeds stay in order)
-    todo.sort(key=lambda c: [wt > 0 for wt in c.weights[1:]])
     if len(done):
         log(f"{run.path}: resuming, {len(done)} rows already recorded, {len(todo)} to go")
     envs: dict[tuple, LinearExBMDP] = {}
@@ -131,9 +129,14 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
             envs[key] = make_linear_exbmdp(c.env, c.seed)
         return envs[key]
 
-    step = 1 if cfg.solver == "closed-form" else cfg.group
-    for start in range(0, len(todo), step):
-        group = todo[start : start + step]
+    # an ensemble holds models of one objective family, so it computes only that family's terms
+    families: dict[tuple, list[Cell]] = {}
+    for c in todo:
+        families.setdefault(tuple(wt > 0 for wt in c.weights[1:]), []).append(c)
+    size = 1 if cfg.solver == "closed-form" else cfg.group
+    groups = [f[i : i + size] for f in families.values() for i in range(0, len(f), size)]
+    n_done = 0
+    for group in groups:
         group_envs = [env_of(c) for c in group]
         if cfg.solver == "closed-form":
             solved = [_closed_form(c, e, cfg.train.d_z) for c, e in zip(group, group_envs)]
@@ -155,5 +158,6 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
                 row["optimum_loss_train"] = loss_opt
             rows.append(row)
         run.append(rows)
-        log(f"  {run.name}: {min(start + step, len(todo))}/{len(todo)} cells done")
+        n_done += len(group)
+        log(f"  {run.name}: {n_done}/{len(todo)} cells done")
         sys.stdout.flush()
