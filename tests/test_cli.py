@@ -89,3 +89,14 @@ def test_console_script_exit_code_without_traceback(tmp_path):
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not Path(tmp_path, "leakage").exists()
+
+
+def test_cuda_without_a_gpu_and_report_without_runs(tmp_path, capsys):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert _run(["reproduce", "leakage", "--device", "cuda", "--out", str(tmp_path), *TINY]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert _run(["report", "--out", str(tmp_path)]) == 2
+    assert "no experiment results" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()

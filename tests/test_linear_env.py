@@ -68,3 +68,26 @@ def test_bad_config_names_the_field(field, value):
 def test_one_exogenous_state_cannot_switch():
     with pytest.raises(ConfigError, match="n_xi"):
         LinearEnvConfig(n_xi=1, p_switch=0.5).validate()
+
+
+def test_two_states_alternating_deterministically_leak_nothing():
+    """Design note: at n_xi = 2 and p_switch = 1, xi' is a function of xi, so Var_xi'(z) = 0."""
+    from exolam.metrics.latent import leakage_var
+
+    env = make_linear_exbmdp(LinearEnvConfig(n_xi=2, p_switch=1.0, **SMALL), seed=0)
+    o, o_next, w = env.views_over_xi_next("test")
+    assert leakage_var(lambda a, b: b[:, :4], o, o_next, w) < 1e-12
+
+
+def test_exogenous_energy_obeys_remark_4_3_on_the_generator():
+    from exolam.metrics.latent import exo_energy
+
+    env = make_linear_exbmdp(LinearEnvConfig(p_switch=0.4, n_xi=3, **SMALL), seed=4)
+    b = env.transitions("train")
+    same = env.render(b.s_next, b.xi)  # h(s', xi)
+    per_xi = torch.stack([env.render(b.s_next, torch.full_like(b.xi, k)) for k in range(3)])
+    delta_h = (per_xi[:, None] - per_xi[None]).pow(2).sum(-1).amax((0, 1))  # Eq. (13)
+    out = exo_energy(same, b.o_next, b.xi != b.xi_next, delta_h)
+    eps2 = (b.o_next - b.o - b.q).pow(2).sum(-1).mean()
+    assert abs(out["energy"] - float(eps2)) / float(eps2) < 1e-4  # Eq. (11): eps = h(s',xi') - h(s',xi)
+    assert abs(out["switch_freq"] - 0.4) < 0.05 and out["energy"] <= out["bound"]  # Eq. (12), (14)
