@@ -80,9 +80,16 @@ class RunDir:
     def done_keys(self) -> set[tuple[str, int]]:
         return {(r["config"], int(r["seed"])) for r in self.rows()}
 
-    def append(self, new_rows: list[dict]) -> None:
-        """Record finished rows (rewrites the csv atomically, keeping earlier rows first)."""
+    def append(self, new_rows: list[dict], order: list[tuple[str, int]] | None = None) -> None:
+        """Record finished rows (rewrites the csv atomically).
+
+        With `order` (the sweep's (config, seed) keys) rows are kept in that order, so the file is
+        the same however the sweep was grouped or interrupted; otherwise earlier rows come first.
+        """
         rows = self.rows() + new_rows
+        if order is not None:
+            rank = {key: i for i, key in enumerate(order)}
+            rows.sort(key=lambda r: rank.get((r["config"], int(r["seed"])), len(rank)))
         cols = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")

@@ -157,7 +157,7 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
                 row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples).items()})
                 row["optimum_loss_train"] = loss_opt
             rows.append(row)
-        run.append(rows)
+        run.append(rows, order=[(c.config, c.seed) for c in cells])
         n_done += len(group)
         log(f"  {run.name}: {n_done}/{len(todo)} cells done")
         sys.stdout.flush()
