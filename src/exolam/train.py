@@ -184,7 +184,7 @@ def train_linear_ensemble(envs: list[LinearExBMDP], weights: torch.Tensor, seeds
     p = LinearParams.init(seeds, d_o, cfg.d_z, envs[0].cfg.d_a)
     data = _Stacked.from_envs(envs)
     p = LinearParams(*[t.to(device) for t in p.tensors()])
-    data = _Stacked(*[t.to(device) for t in dataclasses.astuple(data)])
+    data = _Stacked(rows=data.rows.to(device), H_cat=data.H_cat.to(device))  # astuple would deep-copy
     w = weights.to(device=device, dtype=torch.float32)
     params = p.tensors()
     opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)

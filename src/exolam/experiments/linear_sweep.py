@@ -8,12 +8,14 @@ killed sweep resumes where it stopped. `--solver closed-form` replaces SGD by th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from typing import Literal
 
 import torch
 
+from exolam.data.transitions import Transitions
 from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
 from exolam.errors import ConfigError, check_positive_int
 from exolam.runio import RunDir
@@ -41,6 +43,8 @@ class LinearSweepConfig:
     group: int = 96
     """models trained together in one ensemble (rows are recorded per group)"""
     device: str = "cpu"
+    with_optimum: bool = False
+    """also evaluate the closed-form global optimum of L_LAM for each L_LAM cell (Prop. 4.2 check)"""
 
     def validate(self) -> None:
         self.env.validate()
@@ -79,12 +83,15 @@ def make_cells(cfg: LinearSweepConfig, grid: list[dict]) -> list[Cell]:
     return cells
 
 
-def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int) -> dict[str, float]:
-    """Probe NMSE (train -> test split), leakage_var, consistency_var and held-out L_LAM."""
+def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None) -> dict[str, float]:
+    """Probe NMSE (train -> test split), leakage_var, consistency_var and held-out L_LAM.
+
+    `splits` = (train, test) Transitions already rendered from `env` (rendered here if None).
+    """
     lam = lam.double()
     enc = lambda o, on: lam.encode(o.double(), on.double())  # noqa: E731
     with torch.no_grad():
-        tr, te = env.transitions("train"), env.transitions("test")
+        tr, te = splits or (env.transitions("train"), env.transitions("test"))
         z_te = enc(te.o, te.o_next)
         loss = (lam.decode(te.o.double(), z_te) - te.o_next.double()).pow(2).sum(1).mean()
         out = {"probe_nmse": probe_nmse(enc(tr.o, tr.o_next), tr.a, z_te, te.a), "loss_lam_test": float(loss)}
@@ -93,8 +100,7 @@ def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int) -> dict[str, float]
     return out
 
 
-def _closed_form(cell: Cell, env: LinearExBMDP, d_z: int) -> tuple[LinearLAM, float]:
-    tr = env.transitions("train")
+def _closed_form(cell: Cell, tr: Transitions, d_z: int) -> tuple[LinearLAM, float]:
     terms = parse_objective(cell.objective)
     if len(terms) == 1:
         return lam_optimum(tr.o, tr.o_next, d_z)
@@ -119,44 +125,46 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
         todo = [c for c in todo if has_closed_form(c.objective)]
     if len(done):
         log(f"{run.path}: resuming, {len(done)} rows already recorded, {len(todo)} to go")
-    envs: dict[tuple, LinearExBMDP] = {}
-
-    def env_of(c: Cell) -> LinearExBMDP:
-        key = (dataclasses.astuple(c.env), c.seed)
-        if key not in envs:
-            if len(envs) > 2 * cfg.group:  # bound the cache; cells of one (config, seed) are adjacent
-                envs.clear()
-            envs[key] = make_linear_exbmdp(c.env, c.seed)
-        return envs[key]
-
     # an ensemble holds models of one objective family, so it computes only that family's terms
     families: dict[tuple, list[Cell]] = {}
     for c in todo:
         families.setdefault(tuple(wt > 0 for wt in c.weights[1:]), []).append(c)
     size = 1 if cfg.solver == "closed-form" else cfg.group
     groups = [f[i : i + size] for f in families.values() for i in range(0, len(f), size)]
+
+    # each (env config, seed) dataset is generated once and dropped after its last cell
+    env_key = lambda c: (dataclasses.astuple(c.env), c.seed)  # noqa: E731
+    uses = collections.Counter(env_key(c) for c in todo)
+    envs: dict[tuple, LinearExBMDP] = {}
     n_done = 0
     for group in groups:
-        group_envs = [env_of(c) for c in group]
-        if cfg.solver == "closed-form":
-            solved = [_closed_form(c, e, cfg.train.d_z) for c, e in zip(group, group_envs)]
-            models, train_loss = [m for m, _ in solved], [l for _, l in solved]
-        else:
+        for c in group:
+            if env_key(c) not in envs:
+                envs[env_key(c)] = make_linear_exbmdp(c.env, c.seed)
+        group_envs = [envs[env_key(c)] for c in group]
+        if cfg.solver == "sgd":
             w = torch.tensor([c.weights for c in group])
             params, parts = train_linear_ensemble(group_envs, w, [c.seed for c in group], cfg.train,
                                                   device=cfg.device)
             models = [params.select(m) for m in range(len(group))]
             train_loss = (parts * w).sum(1).tolist()
         rows = []
-        for c, e, lam, lt in zip(group, group_envs, models, train_loss):
+        for m, (c, e) in enumerate(zip(group, group_envs)):
+            splits = (e.transitions("train"), e.transitions("test"))  # rendered once per cell
+            if cfg.solver == "closed-form":
+                lam, loss = _closed_form(c, splits[0], cfg.train.d_z)
+            else:
+                lam, loss = models[m], train_loss[m]
             row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
-                   "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples), "loss_train": lt}
-            if getattr(cfg, "with_optimum", False) and c.objective == "lam":  # Prop. 4.2 check
-                tr = e.transitions("train")
-                opt, loss_opt = lam_optimum(tr.o, tr.o_next, cfg.train.d_z)
-                row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples).items()})
+                   "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits), "loss_train": loss}
+            if cfg.with_optimum and c.objective == "lam":  # Prop. 4.2 check
+                opt, loss_opt = lam_optimum(splits[0].o, splits[0].o_next, cfg.train.d_z)
+                row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples, splits).items()})
                 row["optimum_loss_train"] = loss_opt
             rows.append(row)
+            uses[env_key(c)] -= 1
+            if not uses[env_key(c)]:
+                del envs[env_key(c)]
         run.append(rows, order=[(c.config, c.seed) for c in cells])
         n_done += len(group)
         log(f"  {run.name}: {n_done}/{len(todo)} cells done")
