@@ -1,41 +1,61 @@
 """Linear LAM speed, measured side by side in one run (issue: Speed; never asserted in tests).
 
-1. throughput of the stacked ensemble (model-steps/s) vs the one-by-one autograd loop on the same
-   configs (the auxiliary figure's mix of objectives), and their ratio;
+1. throughput of the stacked ensemble (model-steps/s) per objective family: this tree's path (flat
+   parameter buffer, one Adam pass, `linear_grads` on the feature layout) against the previous path
+   (`train.py` of commit PREVIOUS, loaded from git: per-tensor foreach Adam, per-view concatenations),
+   and against the one-by-one autograd loop;
 2. final SGD L_LAM after the paper's 20k steps vs the closed-form optimum on the same data;
 3. wall time of `exolam reproduce linear --quick`, and the projected full-fidelity suite time.
 
-    python benchmarks/linear_speed.py [--steps 400] [--skip-quick] [--skip-optimum]
+    python benchmarks/linear_speed.py [--steps 1000] [--skip-quick] [--skip-optimum] [--previous REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
 from exolam.experiments import auxiliary, leakage, sensitivity
 from exolam.models.linear import LinearParams
-from exolam.objectives import Objective
+from exolam.objectives import Objective, term_weights
 from exolam.theory import lam_optimum
 from exolam.train import LinearTrainConfig, train_linear_ensemble, train_single
 
 SPECS = ["lam", "lam+xexo:1", "lam+robust-action:1", "lam+robust-q:1"]
-WEIGHTS = {"lam": [1, 0, 0, 0], "lam+xexo:1": [1, 1, 0, 0], "lam+robust-action:1": [1, 0, 1, 0], "lam+robust-q:1": [1, 0, 0, 1]}
+PREVIOUS = "c51aa15"  # the last commit before the flat-buffer path
 
 
-def ensemble_rate(envs, specs, seeds, steps):
-    w = torch.tensor([WEIGHTS[s] for s in specs], dtype=torch.float32)
-    cfg = LinearTrainConfig(steps=steps)
-    train_linear_ensemble(envs[:2], w[:2], seeds[:2], LinearTrainConfig(steps=20))  # warm-up
+def previous_trainer(rev: str):
+    """train_linear_ensemble of `rev` (weights-tensor signature), or None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        src = subprocess.run(["git", "show", f"{rev}:src/exolam/train.py"], cwd=root, check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "previous_train.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("previous_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return lambda envs, specs, seeds, cfg: mod.train_linear_ensemble(
+        envs, torch.tensor([term_weights(s) for s in specs]), seeds, cfg)
+
+
+def ensemble_rate(train, envs, specs, seeds, steps):
+    train(envs[:2], specs[:2], seeds[:2], LinearTrainConfig(steps=20))  # warm-up
     t = time.perf_counter()
-    train_linear_ensemble(envs, w, seeds, cfg)
+    train(envs, specs, seeds, LinearTrainConfig(steps=steps))
     return len(envs) * steps / (time.perf_counter() - t)
 
 
@@ -64,25 +84,28 @@ def main():
     ap.add_argument("--models", type=int, default=48)
     ap.add_argument("--skip-quick", action="store_true")
     ap.add_argument("--skip-optimum", action="store_true")
+    ap.add_argument("--previous", default=PREVIOUS, help="git revision of the previous path")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     base = LinearEnvConfig(p_switch=0.5)
     envs = [make_linear_exbmdp(base, seed) for seed in range(4)]
     M = args.models
-    specs = [SPECS[m % 4] for m in range(M)]
     seeds = [m // 4 % 4 for m in range(M)]
     ens_envs = [envs[s] for s in seeds]
-    per_obj = {spec: ensemble_rate(ens_envs, [spec] * M, seeds, args.steps) for spec in SPECS}
-    vanilla = per_obj["lam"]
-    mixed = ensemble_rate(ens_envs, specs, seeds, args.steps)
+    previous = previous_trainer(args.previous)
+    rows = {}
+    for spec in SPECS:  # the two paths alternate per objective, so drift in machine load hits both
+        new = ensemble_rate(train_linear_ensemble, ens_envs, [spec] * M, seeds, args.steps)
+        old = ensemble_rate(previous, ens_envs, [spec] * M, seeds, args.steps) if previous else float("nan")
+        rows[spec] = (new, old)
     single = one_by_one_rate(envs[:4], SPECS, [0, 1, 2, 3], max(100, args.steps // 2))
-    print("\n| path | model-steps/s | vs one-by-one |\n|---|---|---|")
-    print(f"| one-by-one autograd loop (4 objectives) | {single:,.0f} | 1.0x |")
-    for spec, rate in per_obj.items():
-        print(f"| ensemble M={M}, all `{spec}` | {rate:,.0f} | {rate / single:.1f}x |")
-    print(f"| ensemble M={M}, 4 objectives mixed in one stack | {mixed:,.0f} | {mixed / single:.1f}x |")
-    homog = len(SPECS) / sum(1 / r for r in per_obj.values())  # the Fig. 4 sweep groups by objective
-    print(f"| Fig. 4 mix, grouped by objective (harmonic mean) | {homog:,.0f} | {homog / single:.1f}x |")
+    print(f"\n| objective (M={M} stacked) | this tree | previous ({args.previous}) | ratio | vs one-by-one |")
+    print("|---|---|---|---|---|")
+    for spec, (new, old) in rows.items():
+        print(f"| `{spec}` | {new:,.0f} | {old:,.0f} | {new / old:.2f}x | {new / single:.1f}x |")
+    print(f"| one-by-one autograd loop (4 objectives) | {single:,.0f} | | | 1.0x |")
+    vanilla = rows["lam"][0]
+    homog = len(SPECS) / sum(1 / r[0] for r in rows.values())  # the Fig. 4 sweep groups by objective
     n_models, n_lam = full_suite_models()
     proj = (n_lam / vanilla + (n_models - n_lam) / homog) * 20_000
     print(f"\nfull-fidelity linear suite: {n_models} models x 20k steps -> projected {proj / 60:.1f} min of training")
@@ -91,7 +114,7 @@ def main():
         env = envs[0]
         tr = env.transitions("train")
         _, loss_cf = lam_optimum(tr.o, tr.o_next, 8)
-        p, _ = train_linear_ensemble([env], torch.tensor([[1.0, 0, 0, 0]]), [0], LinearTrainConfig())
+        p, _ = train_linear_ensemble([env], ["lam"], [0], LinearTrainConfig())
         with torch.no_grad():
             loss_sgd = float(Objective("lam", 8)(p.select(0), tr)[0])
         print(f"\nL_LAM after 20k Adam steps {loss_sgd:.2f} vs closed-form optimum {loss_cf:.2f}: "

@@ -1,13 +1,16 @@
+import pytest
 import torch
 
 from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
 from exolam.models.linear import LinearParams
 from exolam.objectives import Objective
-from exolam.train import LinearTrainConfig, _Stacked, batch_indices, linear_grads, train_linear_ensemble, train_single
+from exolam.objectives import term_weights
+from exolam.train import (Diverged, LinearTrainConfig, _Stacked, batch_indices, feature_blocks, linear_grads,
+                          train_linear_ensemble, train_single)
 
 CFG = LinearEnvConfig(d_s=4, d_o=24, n_xi=3, p_switch=0.5, n_traj=100, n_test_traj=10, traj_len=4)
 SPECS = ["lam", "lam+xexo:0.5", "lam+robust-action:2", "lam+robust-q:0.3"]
-WEIGHTS = torch.tensor([[1, 0, 0, 0], [1, 0.5, 0, 0], [1, 0, 2, 0], [1, 0, 0, 0.3]], dtype=torch.float32)
+WEIGHTS = torch.tensor([term_weights(s) for s in SPECS])
 
 
 def _objective(spec, p: LinearParams, m):
@@ -24,21 +27,26 @@ def test_closed_form_gradients_match_autograd():
     p = LinearParams.init([0, 1, 2, 3], CFG.d_o, 3, CFG.d_s)
     idx = torch.randint(400, (4, 16), generator=torch.Generator().manual_seed(0))
     data = _Stacked.from_envs(envs)
-    phi, a = data.phi(idx, (0, 2, 1, 3, 4))
-    parts, grads = linear_grads(p, data.H_cat, phi, a, WEIGHTS, alt=True)
+    at = feature_blocks({"lam", "xexo", "robust-action", "robust-q"}, CFG.n_xi * CFG.d_s, CFG.d_s)
+    X = data.features(idx, tuple(at))
+    parts, grads = linear_grads(p, data.H_cat, X, at, WEIGHTS)
     for m, spec in enumerate(SPECS):
         lam, obj = p.select(m), _objective(spec, p, m)
         batch = envs[m].transitions(idx=idx[m])
-        views = (batch.o, batch.o_next, batch.o_alt, batch.o_next_alt, batch.q)
-        assert all(torch.allclose(phi[m, v] @ data.H_cat[m], x, atol=1e-5) for v, x in enumerate(views))
+        views = {"o": batch.o, "o'": batch.o_next, "o~": batch.o_alt, "o~'": batch.o_next_alt, "q": batch.q}
+        assert all(torch.allclose(X[m, :, at[v]] @ data.H_cat[m], x, atol=1e-5) for v, x in views.items())
+        assert torch.equal(X[m, :, at["a"]], batch.a)
         loss, _ = obj(lam, batch)
         loss.backward()
         assert torch.allclose((parts[m] * WEIGHTS[m]).sum(), loss.detach(), rtol=1e-5)
         assert torch.allclose(grads[0][m], lam.A.grad, atol=1e-4, rtol=1e-4)
         assert torch.allclose(grads[1][m], lam.B.grad, atol=1e-4, rtol=1e-4)
         assert torch.allclose(grads[2][m], torch.cat([lam.C.grad, lam.D.grad], 1), atol=1e-4, rtol=1e-4)
-        if "action" in obj.heads:
-            assert torch.allclose(grads[3][m], obj.heads["action"].weight.grad, atol=1e-5)
+        for j, name in ((3, "action"), (4, "q")):
+            if name in obj.heads:
+                assert torch.allclose(grads[j][m], obj.heads[name].weight.grad, atol=1e-4, rtol=1e-4)
+            else:
+                assert not grads[j][m].any()
 
 
 def test_ensemble_equals_one_by_one():
@@ -46,7 +54,7 @@ def test_ensemble_equals_one_by_one():
     train = LinearTrainConfig(d_z=3, steps=150, batch_size=32, lr=1e-3)
     envs = [make_linear_exbmdp(CFG, seed=s % 2) for s in range(4)]
     seeds = [0, 1, 0, 1]
-    params, _ = train_linear_ensemble(envs, WEIGHTS, seeds, train)
+    params, _ = train_linear_ensemble(envs, SPECS, seeds, train)
     for m, spec in enumerate(SPECS):
         p0 = LinearParams.init([seeds[m]], CFG.d_o, 3, CFG.d_s)
         lam, obj = p0.select(0), _objective(spec, p0, 0)
@@ -60,9 +68,8 @@ def test_ensemble_equals_one_by_one():
 def test_training_is_deterministic_and_lowers_the_loss():
     envs = [make_linear_exbmdp(CFG, seed=0)]
     train = LinearTrainConfig(d_z=3, steps=300, batch_size=32, lr=3e-3)
-    w = WEIGHTS[:1]
-    p1, parts1 = train_linear_ensemble(envs, w, [7], train)
-    p2, parts2 = train_linear_ensemble(envs, w, [7], train)
+    p1, parts1 = train_linear_ensemble(envs, ["lam"], [7], train)
+    p2, parts2 = train_linear_ensemble(envs, ["lam"], [7], train)
     assert all(torch.equal(a, b) for a, b in zip(p1.tensors(), p2.tensors()))
     first = LinearParams.init([7], CFG.d_o, 3, CFG.d_s)
     b = envs[0].transitions("train")
@@ -78,3 +85,29 @@ def test_batch_stream_depends_on_seed_only():
     c = torch.stack(list(batch_indices(4, 100, 5, 8)))
     assert torch.equal(a, torch.stack(list(batch_indices(3, 100, 5, 8)))) and not torch.equal(a, c)
     assert a.shape == (5, 8) and b.shape == (5, 8)
+
+
+def test_flat_adam_is_torch_adam_element_for_element():
+    from exolam.train import FlatAdam
+
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    ref = [t.clone().requires_grad_() for t in ts]
+    opt_ref = torch.optim.Adam(ref, lr=1e-2, foreach=True)
+    flat = FlatAdam(ts, lr=1e-2)
+    for _ in range(25):
+        grads = [torch.randn(t.shape, generator=g) for t in ts]
+        for r, gr, fg in zip(ref, grads, flat.grads):
+            r.grad = gr.clone()
+            fg.copy_(gr)
+        opt_ref.step()
+        flat.step()
+    assert all(torch.equal(r.detach(), f) for r, f in zip(ref, flat.params))
+
+
+def test_divergence_ends_with_one_error_naming_the_learning_rate():
+    envs = [make_linear_exbmdp(CFG, seed=0)]
+    for lr in (1e12, 50.0):
+        with pytest.raises(Diverged, match="train.lr") as e:
+            train_linear_ensemble(envs, ["lam"], [0], LinearTrainConfig(d_z=3, steps=200, batch_size=16, lr=lr))
+        assert e.value.model == 0

@@ -62,6 +62,17 @@ def parse_objective(spec: str, field: str = "objective") -> tuple[Term, ...]:
     return tuple(terms)
 
 
+def term_weights(objective: str | tuple[Term, ...]) -> list[float]:
+    """The weight of every term in `TERMS` order (0 where absent), e.g. `lam+xexo:2` -> [1, 2, 0, 0].
+
+    The one place an objective becomes a positional vector: the linear ensembles stack these rows
+    and index their columns by name (`TERMS.index`), so a new term touches only this module.
+    """
+    terms = parse_objective(objective) if isinstance(objective, str) else objective
+    w = {t.name: t.weight for t in terms}
+    return [w.get(name, 0.0) for name in TERMS]
+
+
 def format_objective(terms: tuple[Term, ...]) -> str:
     return "+".join(t.name if t.name == "lam" else f"{t.name}:{t.weight:g}" for t in terms)
 

@@ -3,12 +3,22 @@
 - `lam_optimum`: the global minimizer of L_LAM (Eq. 5) over (A, B, C, D). Writing
   o'_hat = (A + BC) o + BD o', the o-coefficient is free and P = BD has rank <= d_z, so the optimum
   is PCA of the innovation e = o' - K o, K = Sigma_{o'o} Sigma_oo^+ (pseudo-inverse: Sigma_oo is
-  rank-deficient when o = H_xi s). Gauge (L_LAM does not identify C): A = K, B = U,
-  C = -U^T K, D = U^T, U the top-d_z eigenvectors of Sigma_ee; loss = sum of the other eigenvalues.
+  rank-deficient when o = H_xi s). A = K, B = U, C = -U^T K, D = U^T, U the top-d_z eigenvectors
+  of Sigma_ee; loss = sum of the other eigenvalues. z = U^T e is uncorrelated with o: the canonical
+  gauge below, with every direction of o free.
 - `xexo_optimum`: the minimizer of L_LAM + lam L_X-exo (Eq. 16): a reduced-rank regression of o'
   on (o; [o o']) and (o; [o~ o~']) stacked with weights (1, lam), the o-part free and the
   [o o']-part BE of rank <= d_z. With lam -> inf (pure X-exo) and whitened u, u~ this is
-  CCA (Prop. 4.6): `cca` gives the canonical directions to compare with.
+  CCA (Prop. 4.6): `cca` gives the canonical directions to compare with. Returned in the
+  canonical gauge (below), with the view-invariant directions of o free.
+- `canonical_gauge`: neither objective identifies z. The FDM's A o absorbs z -> z + F o, i.e.
+  (A, C) -> (A - B F, C + F), for every F under L_LAM; under L_LAM + lam L_X-exo the X-exo rows
+  change by B F (o~ - o), so exactly the F with F o = F o~ on the paired views stay free
+  (`free_directions`; on the linear generator F = Gamma P with P H_xi = I for every xi, i.e.
+  z -> z + Gamma s). A probe on z alone depends on the representative, so every closed form is
+  returned in one canonical gauge: the solution, among those of equal loss, whose z has the least
+  energy along the free directions -- z minus its least-squares prediction from them, the map
+  folded into A.
 - `check_prop_4_8`: the bound E||W(z - z~)||^2 <= 6 L_xi-robust + 3 eta of Prop. 4.8 (Eq. 20).
 - The objectives with a learned head W (L_xi-robust, Eq. 19) have no closed form here: the
   head couples to the rank-constrained IDM; `--solver closed-form` says so and refuses them.
@@ -28,6 +38,12 @@ def _moment(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> 
     return (x * w[:, None]).T @ y / w.sum()
 
 
+def _pinv(S: torch.Tensor) -> torch.Tensor:
+    """Pseudo-inverse of a moment matrix; directions below 1e-10 of the largest (rounding noise of
+    data confined to a subspace, e.g. o = H_xi s spans n_xi d_s of d_o dims) are treated as zero."""
+    return torch.linalg.pinv(S, rtol=1e-10, hermitian=True)
+
+
 def _top_eig(S: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     evals, evecs = torch.linalg.eigh((S + S.T) / 2)
     order = evals.argsort(descending=True)
@@ -37,23 +53,56 @@ def _top_eig(S: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def lam_optimum(o: torch.Tensor, o_next: torch.Tensor, d_z: int) -> tuple[LinearLAM, float]:
     """Global minimizer of L_LAM (Eq. 5) in the innovation gauge, and its loss (sum over dims)."""
     o, o_next = o.double(), o_next.double()
-    K = _moment(o_next, o) @ torch.linalg.pinv(_moment(o, o), hermitian=True)
+    K = _moment(o_next, o) @ _pinv(_moment(o, o))
     e = o_next - o @ K.T
     evals, U = _top_eig(_moment(e, e), d_z)
-    lam = LinearLAM(o.shape[1], d_z)
+    lam = LinearLAM(o.shape[1], d_z).double()
     with torch.no_grad():
         lam.A.copy_(K), lam.B.copy_(U), lam.C.copy_(-U.T @ K), lam.D.copy_(U.T)
     return lam, float(evals[d_z:].clamp_min(0).sum())
 
 
+def free_directions(o: torch.Tensor, o_alt: torch.Tensor | None = None, rtol: float = 1e-9) -> torch.Tensor:
+    """Orthonormal basis N (d_o, r) of the directions f with f^T o free under the objective.
+
+    L_LAM (o_alt None): every direction (N = I). L_LAM + lam L_X-exo: the null space of
+    E[(o - o~)(o - o~)^T], the view-invariant part of o (eigenvalues below rtol * the largest).
+    """
+    o = o.double()
+    if o_alt is None:
+        return torch.eye(o.shape[1], dtype=torch.float64)
+    delta = o - o_alt.double()
+    evals, evecs = torch.linalg.eigh(_moment(delta, delta))
+    return evecs[:, evals <= rtol * evals.max().clamp_min(1e-300)]
+
+
+def canonical_gauge(lam: LinearLAM, o: torch.Tensor, o_next: torch.Tensor, free: torch.Tensor) -> LinearLAM:
+    """The same model in the canonical gauge: z -> z - Gamma N^T o, A -> A + B Gamma N^T.
+
+    Gamma = E[z v^T] E[v v^T]^+ regresses z on v = N^T o (uncentred, as the model has no bias), so
+    the new z is uncorrelated with every free direction and, F = -Gamma N^T being free, every
+    objective term has the same value (the FDM's prediction is unchanged on the data).
+    """
+    lam = lam.double()
+    o, o_next, N = o.double(), o_next.double(), free.double()
+    with torch.no_grad():
+        z, v = lam.encode(o, o_next), o @ N
+        F = _moment(z, v) @ _pinv(_moment(v, v)) @ N.T  # (d_z, d_o)
+        out = LinearLAM(o.shape[1], lam.d_z).double()
+        out.A.copy_(lam.A + lam.B @ F), out.B.copy_(lam.B), out.C.copy_(lam.C - F), out.D.copy_(lam.D)
+    return out
+
+
 def xexo_optimum(o, o_next, o_alt, o_next_alt, d_z: int, lam_xexo: float,
-                 include_lam: bool = True) -> tuple[LinearLAM, float]:
+                 include_lam: bool = True, canonical: bool = True) -> tuple[LinearLAM, float]:
     """Minimizer of [L_LAM] + lam_xexo L_X-exo over (A, B, C, D) by reduced-rank regression.
 
     Rows (o, v = [o o'], target o') with weight 1 (if include_lam) and (o, v~ = [o~ o~'], o') with
     weight lam_xexo; o'_hat = A o + B E v. Partial out o (free A), then the rank-d_z part:
     M_ols = Sigma_{y v} Sigma_vv^+ on the residualized rows, B = top-d_z eigvecs of the fitted
-    covariance, E = B^T M_ols (Eckart-Young). Returns the model and the objective's value.
+    covariance, E = B^T M_ols (Eckart-Young). Returns the model (in the canonical gauge unless
+    `canonical` is False: then the representative the regression happens to give) and the
+    objective's value.
     """
     o, o_next, o_alt, o_next_alt = (t.double() for t in (o, o_next, o_alt, o_next_alt))
     n = o.shape[0]
@@ -64,10 +113,10 @@ def xexo_optimum(o, o_next, o_alt, o_next_alt, d_z: int, lam_xexo: float,
         weights.insert(0, torch.ones(n, dtype=torch.float64))
     V, w = torch.cat(v_rows), torch.cat(weights)
     O, Y = o.repeat(len(v_rows), 1), o_next.repeat(len(v_rows), 1)
-    P_oo = torch.linalg.pinv(_moment(O, O, w), hermitian=True)
+    P_oo = _pinv(_moment(O, O, w))
     Ky, Kv = _moment(Y, O, w) @ P_oo, _moment(V, O, w) @ P_oo
     Yr, Vr = Y - O @ Ky.T, V - O @ Kv.T
-    M_ols = _moment(Yr, Vr, w) @ torch.linalg.pinv(_moment(Vr, Vr, w), hermitian=True)
+    M_ols = _moment(Yr, Vr, w) @ _pinv(_moment(Vr, Vr, w))
     fitted = _moment(Vr @ M_ols.T, Vr @ M_ols.T, w)
     _, Bm = _top_eig(fitted, d_z)
     E = Bm.T @ M_ols  # (d_z, 2 d_o)
@@ -75,11 +124,13 @@ def xexo_optimum(o, o_next, o_alt, o_next_alt, d_z: int, lam_xexo: float,
     d_o = o.shape[1]
     C, D = E[:, :d_o], E[:, d_o:]
     # A o + B(C o + D o') must equal Ky o + BE(v - Kv o): the o-part of v enters through C.
-    lam = LinearLAM(d_o, d_z)
+    lam = LinearLAM(d_o, d_z).double()
     with torch.no_grad():
         lam.A.copy_(A), lam.B.copy_(Bm), lam.C.copy_(C), lam.D.copy_(D)
     res = Y - (O @ A.T + (V @ E.T) @ Bm.T)
     loss = float((res.pow(2).sum(1) * w).sum() / n)
+    if canonical:
+        lam = canonical_gauge(lam, o, o_next, free_directions(o, o_alt))
     return lam, loss
 
 

@@ -2,7 +2,7 @@
 
 - `train_linear_ensemble`: M linear LAMs (seeds x configs of one figure) stacked along a leading
   dim and trained together in one process, with the gradients of Eq. (5) + (16) + (19) written in
-  closed form (the loss is quadratic in each factor) and one multi-tensor Adam step. Model m sees
+  closed form (the loss is quadratic in each factor) and one Adam pass over a flat parameter buffer. Model m sees
   the same init and minibatch stream as a one-by-one run with its seed, so the two agree.
 - `train_single`: the plain autograd loop for any LAM with the `models/base.py` protocol and an
   `objectives.Objective` (the reference the ensemble is checked against, and the VQ LAM's loop).
@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
+from exolam import seeding
 from exolam.data.transitions import Transitions
 from exolam.envs.linear import LinearExBMDP
-from exolam.errors import check_positive_int, check_range
+from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models.linear import LinearParams
+from exolam.objectives import TERMS, term_weights
 
 
 @dataclasses.dataclass
@@ -42,7 +44,7 @@ class LinearTrainConfig:
 
 def batch_indices(seed: int, n: int, steps: int, batch_size: int, chunk: int = 1000) -> Iterator[torch.Tensor]:
     """The minibatch stream of a model with this seed: `steps` rows of `batch_size` indices < n."""
-    g = torch.Generator().manual_seed(7_919 * seed + 3)
+    g = torch.Generator().manual_seed(seeding.minibatches(seed))
     done = 0
     while done < steps:
         k = min(chunk, steps - done)
@@ -78,136 +80,208 @@ class _Stacked:
         d_s = self.d_s
         return r[..., :d_s], r[..., d_s : 2 * d_s], r[..., 2 * d_s :].long()
 
-    def phi(self, idx: torch.Tensor, views: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """phi = onehot(xi) (x) s of minibatch idx (M, B) for each view -> (M, V, B, n_xi * d_s), and a.
+    def features(self, idx: torch.Tensor, blocks: tuple[str, ...]) -> torch.Tensor:
+        """The per-sample feature vectors x of minibatch idx (M, B) -> X (M, B, width), see `linear_grads`.
 
-        The observation is o = H_xi s = phi @ H_cat. Views: 0 o = h(s, xi), 1 o~ = h(s, xi~),
-        2 o' = h(s', xi'), 3 o~' = h(s', xi~'), 4 q = H_xi a (the q-pred target).
+        A view block ("o", "o'", "o~", "o~'", "q") is phi = onehot(xi) (x) s, n_xi d_s wide, so the
+        observation is o = phi @ H_cat; "a" is the action. View blocks come first, in the given order.
         """
         M, B = idx.shape
         d_s = self.d_s
         K = self.H_cat.shape[1] // d_s
         s, a, xi = self.gather(idx)  # xi (M, B, 4): xi, xi~, xi', xi~'
-        src = {0: (s, 0), 1: (s, 1), 2: (s + a, 2), 3: (s + a, 3), 4: (a, 0)}
-        states = torch.stack([src[v][0] for v in views], 1)  # (M, V, B, d_s)
-        which = torch.stack([xi[..., src[v][1]] for v in views], 1)  # (M, V, B)
+        src = {"o": (s, 0), "o~": (s, 1), "o'": (s + a, 2), "o~'": (s + a, 3), "q": (a, 0)}
+        views = [b for b in blocks if b != "a"]
         V = len(views)
-        phi = states.new_zeros(M, V, B, K, d_s)
-        phi.scatter_(3, which[..., None, None].expand(M, V, B, 1, d_s), states.unsqueeze(3))
-        return phi.view(M, V, B, K * d_s), a
+        X = s.new_zeros(M, B, V * K * d_s + (a.shape[-1] if "a" in blocks else 0))
+        phi = X[..., : V * K * d_s].view(M, B, V, K, d_s)
+        states = torch.stack([src[v][0] for v in views], 2).unsqueeze(3)  # (M, B, V, 1, d_s)
+        which = torch.stack([xi[..., src[v][1]] for v in views], 2)  # (M, B, V)
+        phi.scatter_(3, which[..., None, None].expand(M, B, V, 1, d_s), states)
+        if "a" in blocks:
+            X[..., V * K * d_s :] = a
+        return X
 
 
-def linear_grads(p: LinearParams, H_cat: torch.Tensor, phi: torch.Tensor, a: torch.Tensor | None,
-                 w: torch.Tensor, alt: bool, with_parts: bool = True):
+def feature_blocks(terms: set[str], k: int, d_a: int) -> dict[str, slice]:
+    """Layout of X for an ensemble whose objectives use `terms`: the block name -> its columns."""
+    names = ["o", "o'"] + (["o~", "o~'"] if "xexo" in terms else []) + (["q"] if "robust-q" in terms else [])
+    at = {n: slice(i * k, (i + 1) * k) for i, n in enumerate(names)}
+    if "robust-action" in terms:
+        at["a"] = slice(len(names) * k, len(names) * k + d_a)
+    return at
+
+
+COL = {name: i for i, name in enumerate(TERMS)}  # column of each term in the weight / loss-part rows
+
+
+def linear_grads(p: LinearParams, H_cat: torch.Tensor, X: torch.Tensor, at: dict[str, slice], w: torch.Tensor,
+                 with_parts: bool = True, out: list[torch.Tensor] | None = None):
     """Loss parts and closed-form gradients of Eq. (5) + lam_x (16) + lam_a (19, y=a) + lam_q (19, y=q).
 
     Every observation of the linear Ex-BMDP is o = Hbar phi with phi = onehot(xi) (x) s (k = n_xi d_s
     dims) and Hbar = H_cat^T, so every residual is a linear map of the per-sample feature vector
-    x = [phi_o, phi_o', phi_o~, phi_o~', a, phi_q]:
+    x = [phi_o, phi_o', phi_o~, phi_o~', phi_q, a] (`_Stacked.features`, layout `at`):
 
-        r   = A o + B z - o'   = [(A + BC) Hbar, (BD - I) Hbar, 0, 0, 0, 0] x      Eq. (5), (8)-(9)
-        r_x = A o + B z~ - o'  = [A Hbar, -Hbar, BC Hbar, BD Hbar, 0, 0] x         Eq. (16)
-        e_a = W z - a          = [W C Hbar, W D Hbar, 0, 0, -I, 0] x               Eq. (19)
-        e_q = W z - q          = [W C Hbar, W D Hbar, 0, 0, 0, -Hbar] x
+        r   = A o + B z - o'   = [(A + BC) Hbar, (BD - I) Hbar] on [o, o']          Eq. (5), (8)-(9)
+        r_x = A o + B z~ - o'  = [A Hbar, -Hbar, BC Hbar, BD Hbar] on [o, o', o~, o~']   Eq. (16)
+        e_a = W z - a          = [W C Hbar, W D Hbar, -I] on [o, o', a]             Eq. (19)
+        e_q = W z - q          = [W C Hbar, W D Hbar, -Hbar] on [o, o', q]
 
-    and each minibatch loss mean_b ||R x_b||^2 = tr(R S R^T) depends on the batch only through
-    its second moment S = mean_b x_b x_b^T. Its gradient is 2 R S, chained to A, B, C, D, W by the
+    and each minibatch loss mean_b ||R x_b||^2 = tr(R S R^T) depends on the batch only through its
+    second moment S = mean_b x_b x_b^T. Its gradient is 2 R S, chained to A, B, C, D, W by the
     block structure above: the exact SGD gradient at a cost independent of d_o x batch products.
+    With EH = [C Hbar, D Hbar] (one bmm), the o- and o'-columns of every term meet in
+    P = dL/d[C Hbar, D Hbar] so that dB = P_B EH^T and d[C, D] = (B^T P_B + sum_y W_y^T P_y) Hbar^T.
 
-    phi (M, V, B, k) holds views [o, o', (o~, o~' if alt), (phi_q if the q weight is used)];
-    a (M, B, d_a) or None; w (M, 4) per-model weights (1, lam_xexo, lam_action, lam_q). Squared
-    errors are summed over dims and averaged over the batch (objectives.sq_err).
-    Returns (parts (M, 4) or None, grads matching LinearParams.tensors()).
+    w (M, len(TERMS)) holds each model's term weights (`objectives.term_weights`); squared errors
+    are summed over dims and averaged over the batch (objectives.sq_err). `out` optionally holds
+    preallocated gradient tensors (the optimizer's flat buffer) to write into.
+    Returns (parts (M, len(TERMS)) or None, grads matching LinearParams.tensors()).
     """
-    M, V, B, k = phi.shape
-    use_q = V in (3, 5)
-    blocks = {"o": phi[:, 0], "o'": phi[:, 1]}
-    if alt:
-        blocks.update({"o~": phi[:, 2], "o~'": phi[:, 3]})
-    if a is not None:
-        blocks["a"] = a
-    if use_q:
-        blocks["q"] = phi[:, -1]
-    at, off = {}, 0
-    for n, b in blocks.items():
-        at[n], off = slice(off, off + b.shape[-1]), off + b.shape[-1]
-    X = torch.cat(list(blocks.values()), -1)  # (M, B, D)
-    S = X.transpose(1, 2) @ X  # (M, D, D): B times the minibatch's second moment
+    M, n_b, _ = X.shape
+    k = H_cat.shape[1]
     Hb = H_cat.transpose(1, 2)  # (M, d_o, k)
-    AH, CH, DH = p.A @ Hb, p.C @ Hb, p.D @ Hb  # (M, d_o, k), (M, d_z, k), (M, d_z, k)
-    BCH, BDH = p.B @ CH, p.B @ DH
-    Bt = p.B.transpose(1, 2)
-    parts = torch.zeros(M, 4, dtype=phi.dtype, device=phi.device) if with_parts else None
-    oo = slice(0, 2 * k)  # the [o, o'] blocks
+    S = X.transpose(1, 2) @ X  # (M, D, D): B times the minibatch's second moment
+    scale = lambda term: (2.0 / n_b) * w[:, COL[term]][:, None, None]  # noqa: E731
+    o, on, oo = at["o"], at["o'"], slice(at["o"].start, at["o'"].stop)
+    d_z = p.B.shape[-1]
+    EH = (p.E.view(M, 2 * d_z, -1) @ Hb).view(M, d_z, 2 * k)  # [C Hbar, D Hbar] (rows interleaved, then split)
+    BEH = p.B @ EH  # (M, d_o, 2k)
+    AH = p.A @ Hb
+    parts = X.new_zeros(M, len(TERMS)) if with_parts else None
 
-    def grad(terms, cols: slice, weight, j):
-        """dL_j/d(block columns `cols` of R) = 2 weight/B (R S)[:, cols]; terms = [(R part, rows)]."""
-        RS = sum(R @ S[:, rows, cols] for R, rows in terms)
-        if with_parts:  # the loss itself, from the residuals of this minibatch
-            r = sum(X[:, :, rows] @ R.transpose(1, 2) for R, rows in terms)
-            parts[:, j] = r.pow(2).sum(-1).mean(-1)
-        return RS * (2.0 / B * weight)[:, None, None]
-
-    G = grad([(torch.cat([AH + BCH, BDH - Hb], -1), oo)], oo, w[:, 0], 0)  # (M, d_o, 2k)
-    gA, gC, gD = G[..., :k], Bt @ G[..., :k], Bt @ G[..., k:]
-    dB = G[..., :k] @ CH.transpose(1, 2) + G[..., k:] @ DH.transpose(1, 2)
-    if alt:
-        Gx = grad([(torch.cat([AH, -Hb, BCH, BDH], -1), slice(0, 4 * k))], slice(0, 4 * k), w[:, 1], 1)
-        gA = gA + Gx[..., :k]
-        gC = gC + Bt @ Gx[..., 2 * k : 3 * k]
-        gD = gD + Bt @ Gx[..., 3 * k :]
-        dB = dB + Gx[..., 2 * k : 3 * k] @ CH.transpose(1, 2) + Gx[..., 3 * k :] @ DH.transpose(1, 2)
-    dW = []
-    for j, (W, target) in enumerate([(p.W_a, "a"), (p.W_q, "q")]):
-        if target not in at:
-            dW.append(torch.zeros_like(W))
+    R = BEH.clone()  # L_LAM residual map on [o, o']
+    R[..., :k] += AH
+    R[..., k:] -= Hb
+    G = R @ (S[:, oo, oo] * scale("lam"))  # (M, d_o, 2k)
+    if with_parts:
+        parts[:, COL["lam"]] = (X[..., oo] @ R.transpose(1, 2)).pow(2).sum(-1).mean(-1)
+    gA = G[..., :k]
+    PB = G  # dL/d(B EH) on [o, o']
+    if "o~" in at:  # L_X-exo: the paired view's z~ enters through [o~, o~'] (adjacent blocks)
+        alt = slice(at["o~"].start, at["o~'"].stop)
+        Sx = S * scale("xexo")
+        Gx_o = AH @ Sx[:, o, o] - Hb @ Sx[:, on, o] + BEH @ Sx[:, alt, o]
+        Gx_alt = AH @ Sx[:, o, alt] - Hb @ Sx[:, on, alt] + BEH @ Sx[:, alt, alt]
+        gA = gA + Gx_o
+        PB = PB + Gx_alt
+        if with_parts:
+            rx = X[..., o] @ AH.transpose(1, 2) - X[..., on] @ Hb.transpose(1, 2) + X[..., alt] @ BEH.transpose(1, 2)
+            parts[:, COL["xexo"]] = rx.pow(2).sum(-1).mean(-1)
+    PE = p.B.transpose(1, 2) @ PB  # (M, d_z, 2k): dL/d[C Hbar, D Hbar]
+    dW = {}
+    for target, W in (("action", p.W_a), ("q", p.W_q)):
+        term = f"robust-{target}"
+        col = "a" if target == "action" else "q"
+        if col not in at:
+            dW[target] = None
             continue
-        neg = -Hb if target == "q" else -torch.eye(W.shape[1], dtype=W.dtype, device=W.device).expand(M, -1, -1)
-        Gy = grad([(torch.cat([W @ CH, W @ DH], -1), oo), (neg, at[target])], oo, w[:, 2 + j], 2 + j)
-        dW.append(Gy[..., :k] @ CH.transpose(1, 2) + Gy[..., k:] @ DH.transpose(1, 2))
-        gC = gC + W.transpose(1, 2) @ Gy[..., :k]
-        gD = gD + W.transpose(1, 2) @ Gy[..., k:]
-    dA = gA @ H_cat
-    dE = torch.cat([gC @ H_cat, gD @ H_cat], -1)
-    return parts, [dA, dB, dE, dW[0], dW[1]]
+        WEH = W @ EH  # (M, d_y, 2k)
+        Sy = S * scale(term)
+        Y = -Sy[:, at[col], oo] if target == "action" else -(Hb @ Sy[:, at[col], oo])
+        Gy = WEH @ Sy[:, oo, oo] + Y
+        dW[target] = Gy @ EH.transpose(1, 2)
+        PE = PE + W.transpose(1, 2) @ Gy
+        if with_parts:
+            y = X[..., at[col]] if target == "action" else X[..., at[col]] @ Hb.transpose(1, 2)
+            parts[:, COL[term]] = (X[..., oo] @ WEH.transpose(1, 2) - y).pow(2).sum(-1).mean(-1)
+    out = out or [torch.empty_like(t) for t in p.tensors()]
+    torch.bmm(gA, H_cat, out=out[0])
+    torch.bmm(PB, EH.transpose(1, 2), out=out[1])
+    torch.bmm(PE.reshape(M, 2 * d_z, k), H_cat, out=out[2].view(M, 2 * d_z, -1))  # [dC, dD] interleaved back
+    for g, target in ((out[3], "action"), (out[4], "q")):
+        g.copy_(dW[target]) if dW[target] is not None else g.zero_()
+    return parts, out
 
 
-def train_linear_ensemble(envs: list[LinearExBMDP], weights: torch.Tensor, seeds: list[int],
-                          cfg: LinearTrainConfig, progress: Callable[[int], None] | None = None,
-                          device: str = "cpu") -> tuple[LinearParams, torch.Tensor]:
-    """Train M = len(envs) linear LAMs at once; weights (M, 4) = (1, lam_xexo, lam_action, lam_q).
+class FlatAdam:
+    """Adam (Kingma & Ba; torch.optim.Adam's arithmetic, element for element) over one flat buffer.
 
-    Returns the trained parameters and the final training loss parts (M, 4), averaged over the
-    last 1 % of steps.
+    The ensemble's parameters are views into `param`, their gradients views into `grad`, so a step
+    is a handful of in-place passes over one contiguous buffer instead of a few per tensor.
     """
-    d_o = envs[0].cfg.d_o
-    p = LinearParams.init(seeds, d_o, cfg.d_z, envs[0].cfg.d_a)
+
+    def __init__(self, tensors: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        n = sum(t.numel() for t in tensors)
+        self.param = torch.empty(n, dtype=tensors[0].dtype, device=tensors[0].device)
+        self.grad, self.m, self.v = torch.zeros_like(self.param), torch.zeros_like(self.param), torch.zeros_like(self.param)
+        self._denom = torch.empty_like(self.param)
+        self.params, self.grads, off = [], [], 0
+        for t in tensors:
+            view = lambda buf: buf[off : off + t.numel()].view(t.shape)  # noqa: E731
+            view(self.param).copy_(t)
+            self.params.append(view(self.param))
+            self.grads.append(view(self.grad))
+            off += t.numel()
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+
+    def step(self) -> None:
+        (b1, b2), self.t = self.betas, self.t + 1
+        self.m.lerp_(self.grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
+        torch.sqrt(self.v, out=self._denom).div_((1 - b2**self.t) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.m, self._denom, value=-self.lr / (1 - b1**self.t))
+
+
+class Diverged(ConfigError):
+    """Training of model `model` of an ensemble diverged (a non-finite or exploding loss)."""
+
+    def __init__(self, model: int, message: str):
+        super().__init__(message)
+        self.model = model
+
+
+def train_linear_ensemble(envs: list[LinearExBMDP], objectives: list[str], seeds: list[int],
+                          cfg: LinearTrainConfig, device: str = "cpu") -> tuple[LinearParams, torch.Tensor]:
+    """Train M = len(envs) linear LAMs at once, model m on envs[m] with objectives[m] (`lam+xexo:1`).
+
+    Returns the trained parameters and the final training loss parts (M, len(TERMS)), averaged over
+    the last 1 % of steps. Raises `Diverged` (a ConfigError naming train.lr) when a model's loss
+    becomes non-finite or ends above 10x its value at the first step.
+    """
+    w = torch.tensor([term_weights(o) for o in objectives], dtype=torch.float32, device=device)
+    used = {name for name in TERMS if bool((w[:, COL[name]] > 0).any())}
+    k = envs[0].cfg.n_xi * envs[0].cfg.d_s
+    at = feature_blocks(used, k, envs[0].cfg.d_a)
+    p = LinearParams.init(seeds, envs[0].cfg.d_o, cfg.d_z, envs[0].cfg.d_a)
     data = _Stacked.from_envs(envs)
-    p = LinearParams(*[t.to(device) for t in p.tensors()])
-    data = _Stacked(rows=data.rows.to(device), H_cat=data.H_cat.to(device))  # astuple would deep-copy
-    w = weights.to(device=device, dtype=torch.float32)
-    params = p.tensors()
-    opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
+    data = _Stacked(rows=data.rows.to(device), H_cat=data.H_cat.to(device))
+    opt = FlatAdam([t.to(device) for t in p.tensors()], lr=cfg.lr)
+    p = LinearParams(*opt.params)
     n = data.rows.shape[1]
     streams = [batch_indices(sd, n, cfg.steps, cfg.batch_size) for sd in seeds]
     tail = max(1, cfg.steps // 100)
-    acc = torch.zeros(len(envs), 4, device=device)
-    alt, use_a, use_q = (bool((w[:, k] > 0).any()) for k in (1, 2, 3))
-    views = (0, 2) + ((1, 3) if alt else ()) + ((4,) if use_q else ())
+    acc = torch.zeros(len(envs), len(TERMS), device=device)
+    first = None
     with torch.no_grad():
         for step in range(cfg.steps):
             idx = torch.stack([next(st) for st in streams]).to(device)
-            phi, a = data.phi(idx, views)
             in_tail = step >= cfg.steps - tail
-            parts, grads = linear_grads(p, data.H_cat, phi, a if use_a else None, w, alt, with_parts=in_tail)
-            for t, g in zip(params, grads):
-                t.grad = g
+            parts, _ = linear_grads(p, data.H_cat, data.features(idx, tuple(at)), at, w,
+                                    with_parts=in_tail or step == 0, out=opt.grads)
+            if step == 0:
+                first = (parts * w).sum(1)
             opt.step()
             if in_tail:
                 acc += parts
-            if progress is not None and (step + 1) % 500 == 0:
-                progress(500)
-    return LinearParams(*[t.detach().cpu() for t in params]), (acc / tail).cpu()
+            if (step + 1) % 1000 == 0 or step + 1 == cfg.steps:
+                _check_finite(opt.param, p, cfg, step + 1)
+    final = ((acc / tail) * w).sum(1)
+    bad = ~torch.isfinite(final) | (final > 10 * first)
+    if bool(bad.any()):
+        m = int(bad.nonzero()[0])
+        raise Diverged(m, f"train.lr = {cfg.lr:g}: training diverged (model {m}: loss {float(first[m]):.3g} at the "
+                          f"first step, {float(final[m]):.3g} at the end); lower --train.lr")
+    return LinearParams(*[t.detach().cpu().clone() for t in p.tensors()]), (acc / tail).cpu()
+
+
+def _check_finite(flat: torch.Tensor, p: LinearParams, cfg: LinearTrainConfig, step: int) -> None:
+    if not bool(torch.isfinite(flat).all()):
+        bad = torch.stack([(~torch.isfinite(t)).flatten(1).any(1) for t in p.tensors()]).any(0)
+        m = int(bad.nonzero()[0])
+        raise Diverged(m, f"train.lr = {cfg.lr:g}: training diverged (model {m}: non-finite weights after "
+                          f"{step} steps); lower --train.lr")
 
 
 def train_single(lam, objective, data: Transitions, seed: int, steps: int, batch_size: int, lr: float,

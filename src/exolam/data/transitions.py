@@ -58,10 +58,3 @@ class Transitions:
 
     def replace(self, **changes) -> "Transitions":
         return dataclasses.replace(self, **changes)
-
-    def check_finite(self, source: str = "Transitions") -> "Transitions":
-        """Raise ConfigError naming the first field that holds NaN/inf (bad data never trains)."""
-        for name, v in self.fields().items():
-            if v.is_floating_point() and not torch.isfinite(v).all():
-                raise ConfigError(f"{source}: field '{name}' contains NaN or inf values")
-        return self

@@ -33,6 +33,7 @@ import dataclasses
 
 import torch
 
+from exolam import seeding
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
 
@@ -40,8 +41,7 @@ H = W = 4
 CONTROL_ROWS = 3
 N_CELLS = CONTROL_ROWS * W  # 12 endogenous states
 N_ACTIONS = 4
-ACTION_NAMES = ("left", "right", "up", "down")
-# (d_row, d_col) of each action, indexed by the action id
+# (d_row, d_col) of each action, indexed by the action id: left, right, up, down
 ACTION_DELTAS = ((0, -1), (0, 1), (-1, 0), (1, 0))
 
 EXO_REGION = torch.zeros(H, W, dtype=torch.bool)
@@ -183,6 +183,6 @@ def make_dataset(cfg: GridWorldConfig) -> tuple[Transitions, Transitions]:
     cfg.validate()
     splits = []
     for split_id, n in ((0, cfg.n_train), (1, cfg.n_test)):
-        g = torch.Generator().manual_seed(2 * cfg.seed + split_id)
+        g = torch.Generator().manual_seed(seeding.gridworld_split(cfg.seed, split_id))
         splits.append(_make_split(n, cfg, g))
     return splits[0], splits[1]

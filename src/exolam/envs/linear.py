@@ -24,6 +24,7 @@ import dataclasses
 
 import torch
 
+from exolam import seeding
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
 
@@ -165,12 +166,12 @@ def make_linear_exbmdp(cfg: LinearEnvConfig, seed: int) -> LinearExBMDP:
     p_switch at one seed varies exactly one factor.
     """
     cfg.validate()
-    g_h = torch.Generator().manual_seed(seed)
+    g_h = torch.Generator().manual_seed(seeding.linear_emission(seed))
     H0 = torch.randn(cfg.d_o, cfg.d_s, generator=g_h) / cfg.d_s**0.5
     R = torch.randn(cfg.n_xi, cfg.d_o, cfg.d_s, generator=g_h) / cfg.d_s**0.5
     H = H0 + cfg.alpha * R
 
-    g = torch.Generator().manual_seed(seed + 1_000_003)
+    g = torch.Generator().manual_seed(seeding.linear_trajectories(seed))
     n = cfg.n_traj + cfg.n_test_traj
     T = cfg.traj_len
     s0 = torch.randn(n, 1, cfg.d_s, generator=g)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import sys
 from typing import Literal
 
@@ -17,15 +18,22 @@ import torch
 
 from exolam.data.transitions import Transitions
 from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
-from exolam.errors import ConfigError, check_positive_int
+from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.experiments.fields import check_set_by
 from exolam.runio import RunDir
-from exolam.metrics.latent import consistency_var, leakage_var, probe_nmse
+from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encoder, leakage_var, probe_nmse,
+                                   probe_nmse_given_o)
 from exolam.models.linear import LinearLAM
-from exolam.objectives import Term, format_objective, parse_objective
-from exolam.theory import lam_optimum, xexo_optimum
-from exolam.train import LinearTrainConfig, train_linear_ensemble
+from exolam.objectives import format_objective, parse_objective, term_weights
+from exolam.theory import check_prop_4_8, lam_optimum, xexo_optimum
+from exolam.train import Diverged, LinearTrainConfig, train_linear_ensemble
 
-METRICS = ["probe_nmse", "leakage_var", "consistency_var", "loss_lam_test", "loss_train"]
+# every linear row; `_given_o` = the gauge-free companion (metrics/latent.py, "The gauge")
+METRICS = ["probe_nmse", "probe_nmse_given_o", "leakage_var", "leakage_var_given_o", "consistency_var",
+           "consistency_var_given_o", "loss_lam_test", "loss_train"]
+# with `bounds`: Prop. 4.8 (Eq. 20) and Remark 4.3 (Eq. 12-14) on each model
+BOUND_METRICS = ["prop48_lhs", "prop48_rhs", "prop48_L", "prop48_eta", "exo_energy", "exo_switch_freq",
+                 "exo_sensitivity", "exo_bound", "exo_energy_z", "exo_sensitivity_z", "exo_bound_z", "exo_ratio_z"]
 
 
 @dataclasses.dataclass
@@ -43,16 +51,58 @@ class LinearSweepConfig:
     group: int = 96
     """models trained together in one ensemble (rows are recorded per group)"""
     device: str = "cpu"
+    """cpu, cuda or cuda:<i>"""
     with_optimum: bool = False
     """also evaluate the closed-form global optimum of L_LAM for each L_LAM cell (Prop. 4.2 check)"""
+    bounds: bool = False
+    """also evaluate Prop. 4.8's bound and Remark 4.3's exogenous-energy split on every model"""
+
+    def grid(self) -> list[dict]:
+        """The swept points of the experiment (env fields and optionally `objective`); subclasses set it."""
+        raise NotImplementedError
 
     def validate(self) -> None:
+        """Everything that can be checked before a run folder exists, the grid included."""
+        check_set_by(self)
         self.env.validate()
         self.train.validate(self.env.d_o)
         for name in ("seeds", "eval_samples", "group"):
             check_positive_int(name, getattr(self, name))
+        if self.solver not in ("sgd", "closed-form"):
+            raise ConfigError(f"solver = {self.solver!r} must be 'sgd' or 'closed-form'")
+        if self.device != "cpu" and not (self.device == "cuda" or
+                                         (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ConfigError(f"device = {self.device!r} must be 'cpu', 'cuda' or 'cuda:<index>'")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device = {self.device!r} but no CUDA device is available here")
+        cells = make_cells(self, self.grid())
+        _check_memory(self, cells)
+
+
+def check_sweep(name: str, values, lo: float | None = None, hi: float | None = None) -> None:
+    """A swept list: at least one value, no repeats, each finite and inside [lo, hi]."""
+    if len(values) == 0:
+        raise ConfigError(f"{name} is empty: give at least one value")
+    for i, v in enumerate(values):
+        check_range(f"{name}[{i}]", v, lo, hi)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{name} = {tuple(values)} lists a value twice")
+
+
+def _check_memory(cfg: LinearSweepConfig, cells: list) -> None:
+    """Refuse a batch size whose per-step tensors cannot fit in this machine's memory (before any run).
+
+    Per model and step: the index stream (1000 steps x batch, int64), the features and their second
+    moment (batch x width, width^2 with width <= 5 n_xi d_s + d_a), fp32; a few copies of each.
+    """
+    env, b = cfg.env, cfg.train.batch_size
+    width = 5 * env.n_xi * env.d_s + env.d_a
+    models = 1 if cfg.solver == "closed-form" else min(cfg.group, len(cells))
+    need = models * (1000 * b * 8 + 4 * 4 * (b * width + width * width))
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have // 2:
+        raise ConfigError(f"train.batch_size = {b} needs ~{need / 2**30:.1f} GiB per step for {models} models, more "
+                          f"than half of this machine's {have / 2**30:.1f} GiB; lower --train.batch-size or --group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +114,9 @@ class Cell:
     extra: tuple = ()  # (column, value) pairs written to the row (the swept values)
 
     @property
-    def weights(self) -> list[float]:
-        w = {t.name: t.weight for t in parse_objective(self.objective)}
-        return [1.0, w.get("xexo", 0.0), w.get("robust-action", 0.0), w.get("robust-q", 0.0)]
+    def family(self) -> tuple[str, ...]:
+        """The objective's term names: an ensemble holds one family, so it computes only its terms."""
+        return tuple(t.name for t in parse_objective(self.objective))
 
 
 def make_cells(cfg: LinearSweepConfig, grid: list[dict]) -> list[Cell]:
@@ -83,20 +133,74 @@ def make_cells(cfg: LinearSweepConfig, grid: list[dict]) -> list[Cell]:
     return cells
 
 
-def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None) -> dict[str, float]:
-    """Probe NMSE (train -> test split), leakage_var, consistency_var and held-out L_LAM.
+def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None, heads=None,
+             bounds: bool = False) -> dict[str, float]:
+    """Both probes (train -> test split), the variance metrics and their gauge-free companions,
+    held-out L_LAM; with `bounds` also Prop. 4.8 and Remark 4.3 (`bound_metrics`).
 
-    `splits` = (train, test) Transitions already rendered from `env` (rendered here if None).
+    `splits` = (train, test) Transitions already rendered from `env` (rendered here if None);
+    `heads` = {"action" | "q": W} the model's trained L_xi-robust heads, if any.
     """
     lam = lam.double()
     enc = lambda o, on: lam.encode(o.double(), on.double())  # noqa: E731
     with torch.no_grad():
         tr, te = splits or (env.transitions("train"), env.transitions("test"))
-        z_te = enc(te.o, te.o_next)
+        z_tr, z_te = enc(tr.o, tr.o_next), enc(te.o, te.o_next)
+        if not (torch.isfinite(z_tr).all() and torch.isfinite(z_te).all()):
+            raise ConfigError("the model's latent actions hold NaN or inf: training diverged; lower --train.lr")
         loss = (lam.decode(te.o.double(), z_te) - te.o_next.double()).pow(2).sum(1).mean()
-        out = {"probe_nmse": probe_nmse(enc(tr.o, tr.o_next), tr.a, z_te, te.a), "loss_lam_test": float(loss)}
-        out["leakage_var"] = leakage_var(enc, *env.views_over_xi_next("test", n_eval))
-        out["consistency_var"] = consistency_var(enc, *env.views_over_xi_pairs("test", n_eval))
+        out = {"probe_nmse": probe_nmse(z_tr, tr.a, z_te, te.a),
+               "probe_nmse_given_o": probe_nmse_given_o(z_tr, tr.o, tr.a, z_te, te.o, te.a),
+               "loss_lam_test": float(loss)}
+        enc_r = innovation_encoder(enc, tr.o, z_tr)
+        views = env.views_over_xi_next("test", n_eval)
+        out["leakage_var"], out["leakage_var_given_o"] = leakage_var(enc, *views), leakage_var(enc_r, *views)
+        pairs = env.views_over_xi_pairs("test", n_eval)
+        out["consistency_var"], out["consistency_var_given_o"] = consistency_var(enc, *pairs), consistency_var(enc_r, *pairs)
+        if bounds:
+            out.update(bound_metrics(lam, env, tr, te, z_tr, enc_r, heads or {}))
+    return out
+
+
+def bound_metrics(lam: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transitions, z_tr: torch.Tensor,
+                  enc_r, heads: dict) -> dict[str, float]:
+    """Prop. 4.8 (Eq. 20) and Remark 4.3 (Eq. 12-14) measured on one model, held-out split.
+
+    Prop. 4.8: lhs = E||W(z - z~)||^2 against rhs = 6 L_xi-robust + 3 eta. A model trained with a
+    robust head uses it (target a, or q with eta = E||q - q~||^2 > 0); any other model gets the
+    least-squares head z -> a of the train split (the bound holds for every W).
+    Remark 4.3: E||eps||^2 of the data, eps = h(s', xi') - h(s', xi), = P[xi' != xi] x sensitivity
+    <= P[xi' != xi] delta_h(s') (Eq. 12-14), and the same split of the part that reaches z, D eps
+    (`_z`: the emission seen through the IDM's o'-map, gauge-free since z -> z + F o leaves D);
+    exo_ratio_z = E||D eps||^2 / E||z - probe_o(o)||^2: the exogenous energy in z against z's
+    innovation energy (it exceeds 1 when D eps partly cancels against the rest of z).
+    """
+    sl = env.split("test")
+    xi_alt = env.xi_alt[sl]
+    d = lambda x: x.double()  # noqa: E731
+    z, z_alt = lam.encode(d(te.o), d(te.o_next)), lam.encode(d(te.o_alt), d(te.o_next_alt))
+    if "q" in heads:
+        W, y, y_alt = d(heads["q"]), d(te.q), d(env.render(te.a, xi_alt))
+    elif "action" in heads:
+        W, y, y_alt = d(heads["action"]), d(te.a), d(te.a)
+    else:
+        b = torch.linalg.lstsq(z_tr, d(tr.a), driver="gelsd").solution  # uncentred, like the heads
+        W, y, y_alt = b.T, d(te.a), d(te.a)
+    p48 = check_prop_4_8(z, z_alt, y, y_alt, W)
+    out = {"prop48_lhs": p48["lhs"], "prop48_rhs": p48["rhs"], "prop48_L": (p48["rhs"] - 3 * p48["eta"]) / 6,
+           "prop48_eta": p48["eta"]}
+    xi, xi_next, rows = env.xi[sl], env.xi_next[sl], torch.arange(len(te))
+    h = torch.einsum("kos,bs->kbo", d(env.H), d(te.s_next))  # h(s', k) for every exogenous state k
+
+    def split(h):  # Eq. (12) and the bound (14) for the emission h (n_xi, N, dims)
+        delta_h = torch.stack([(h[i] - h[j]).pow(2).sum(-1) for i in range(len(h)) for j in range(i)]).amax(0)
+        return exo_energy(h[xi, rows], h[xi_next, rows], xi_next != xi, delta_h)
+
+    e, ez = split(h), split(h @ lam.D.detach().T)
+    energy_r = enc_r(te.o, te.o_next).pow(2).sum(-1).mean()
+    out.update({"exo_energy": e["energy"], "exo_switch_freq": e["switch_freq"], "exo_sensitivity": e["sensitivity"],
+                "exo_bound": e["bound"], "exo_energy_z": ez["energy"], "exo_sensitivity_z": ez["sensitivity"],
+                "exo_bound_z": ez["bound"], "exo_ratio_z": float(ez["energy"] / energy_r.clamp_min(1e-30))})
     return out
 
 
@@ -128,7 +232,7 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
     # an ensemble holds models of one objective family, so it computes only that family's terms
     families: dict[tuple, list[Cell]] = {}
     for c in todo:
-        families.setdefault(tuple(wt > 0 for wt in c.weights[1:]), []).append(c)
+        families.setdefault(c.family, []).append(c)
     size = 1 if cfg.solver == "closed-form" else cfg.group
     groups = [f[i : i + size] for f in families.values() for i in range(0, len(f), size)]
 
@@ -143,20 +247,26 @@ def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print)
                 envs[env_key(c)] = make_linear_exbmdp(c.env, c.seed)
         group_envs = [envs[env_key(c)] for c in group]
         if cfg.solver == "sgd":
-            w = torch.tensor([c.weights for c in group])
-            params, parts = train_linear_ensemble(group_envs, w, [c.seed for c in group], cfg.train,
-                                                  device=cfg.device)
-            models = [params.select(m) for m in range(len(group))]
-            train_loss = (parts * w).sum(1).tolist()
+            try:
+                params, parts = train_linear_ensemble(group_envs, [c.objective for c in group],
+                                                      [c.seed for c in group], cfg.train, device=cfg.device)
+            except Diverged as e:
+                bad = group[e.model]
+                raise ConfigError(f"{bad.config}, seed {bad.seed}: {e}") from None
+            weights = torch.tensor([term_weights(c.objective) for c in group])
+            train_loss = (parts * weights).sum(1).tolist()
         rows = []
         for m, (c, e) in enumerate(zip(group, group_envs)):
             splits = (e.transitions("train"), e.transitions("test"))  # rendered once per cell
+            heads = {}
             if cfg.solver == "closed-form":
                 lam, loss = _closed_form(c, splits[0], cfg.train.d_z)
             else:
-                lam, loss = models[m], train_loss[m]
+                lam, loss = params.select(m), train_loss[m]
+                heads = {t: W[m] for t, W in (("action", params.W_a), ("q", params.W_q)) if f"robust-{t}" in c.family}
             row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
-                   "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits), "loss_train": loss}
+                   "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits, heads, cfg.bounds),
+                   "loss_train": loss}
             if cfg.with_optimum and c.objective == "lam":  # Prop. 4.2 check
                 opt, loss_opt = lam_optimum(splits[0].o, splits[0].o_next, cfg.train.d_z)
                 row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples, splits).items()})

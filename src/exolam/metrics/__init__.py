@@ -5,10 +5,11 @@ energy); `pixel.py`: metrics that need a pixel LAM's encode/decode (consistency 
 region MSE, xi'-swap PSNR, codebook usage, probe accuracy).
 """
 
-from exolam.metrics.latent import consistency_var, exo_energy, leakage_var, probe_nmse, weighted_variance_ratio
+from exolam.metrics.latent import (consistency_var, exo_energy, fit_linear_probe, innovation_encoder, leakage_var,
+                                   probe_nmse, probe_nmse_given_o, weighted_variance_ratio)
 from exolam.metrics.pixel import (codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, psnr,
                                   region_mse, swap_psnr)
 
-__all__ = ["probe_nmse", "leakage_var", "consistency_var", "exo_energy", "weighted_variance_ratio",
+__all__ = ["probe_nmse", "probe_nmse_given_o", "fit_linear_probe", "innovation_encoder", "leakage_var", "consistency_var", "exo_energy", "weighted_variance_ratio",
            "consistency_loss", "region_mse", "exo_region_mse", "swap_psnr", "psnr", "codebook_usage",
            "probe_accuracy"]

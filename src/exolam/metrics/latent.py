@@ -1,31 +1,99 @@
 """Metrics on latent actions z (design.md metrics table), computed on held-out data.
 
-- `probe_nmse`     linear probe a_hat = M z + b, least squares on the train split,
-                   NMSE = E||a_hat - a||^2 / E||a - mean(a)||^2 on the test split      (Sec. 4)
-- `leakage_var`    E_{s,xi,a}[ Var_{xi' ~ T(.|xi)} z ] / E||z||^2                        (Fig. 2c)
-- `consistency_var` E_{s,a}[ Var_{(xi,xi') ~ mu T} z ] / E||z||^2                        (Fig. 4b)
-- `exo_energy`     E||eps||^2 = P[xi' != xi] * E[||h(s',xi') - h(s',xi)||^2 | xi' != xi] and
-                   the bound P[xi' != xi] * delta_h of Remark 4.3, Eq. (12)-(14)
+- `probe_nmse`         linear probe a_hat = M z + b, least squares on the train split,
+                       NMSE = E||a_hat - a||^2 / E||a - mean(a)||^2 on the test split      (Sec. 4)
+- `probe_nmse_given_o` the same probe from [z, o], its held-out error divided by that of a probe
+                       from o alone: what z adds to the current observation
+- `leakage_var`        E_{s,xi,a}[ Var_{xi' ~ T(.|xi)} z ] / E||z||^2                       (Fig. 2c)
+- `consistency_var`    E_{s,a}[ Var_{(xi,xi') ~ mu T} z ] / E||z||^2                       (Fig. 4b)
+- `innovation_encoder` z - (linear prediction of z from o): the `..._given_o` variance metrics
+- `exo_energy`         E||eps||^2 = P[xi' != xi] * E[||h(s',xi') - h(s',xi)||^2 | xi' != xi] and
+                       the bound P[xi' != xi] * delta_h of Remark 4.3, Eq. (12)-(14)
 
-The probe is fitted in closed form: it is the optimum the paper's SGD probe (20k steps) converges
-to, without the optimizer's noise.
+The gauge. A LAM's FDM sees o, so L_LAM cannot tell z from z + F o (the FDM's A o absorbs F o;
+with L_X-exo the F with F o = F o~ on paired views stay free). Which representative a solver or an
+SGD path lands on is arbitrary, and it moves the metrics on z alone:
+
+    metric                               invariant under z -> z + F o    under z -> M z (M invertible)
+    probe_nmse                           no                              yes
+    probe_nmse_given_o                   yes                             yes
+    leakage_var, consistency_var         no                              only M = c Q (Q orthogonal)
+    *_given_o (on innovation_encoder)    yes                             only M = c Q
+
+(leakage_var's numerator is invariant, o being fixed across its views; its denominator is not.)
+Report the gauge-free companions beside the paper's metrics and say when they disagree.
+
+Probes are fitted in closed form (`fit_linear_probe`): the optimum the paper's SGD probe (20k
+steps) converges to, without the optimizer's noise.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+
+from exolam.errors import ConfigError
+
+
+def _design(x: torch.Tensor) -> torch.Tensor:
+    """[x, 1] in float64 on the CPU, x flattened to (N, features)."""
+    x = x.detach().reshape(x.shape[0], -1).double().cpu()
+    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
+
+
+def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Least-squares affine map x -> y (minimum-norm solution, so rank-deficient x is fine).
+
+    Returns predict(x) -> y_hat (float64, CPU). The one probe of every metric here and in pixel.py.
+    """
+    if x_train.shape[0] != y_train.shape[0]:
+        raise ConfigError(f"probe: {x_train.shape[0]} inputs but {y_train.shape[0]} targets in the train split")
+    if x_train.shape[0] == 0:
+        raise ConfigError("probe: the train split is empty")
+    X = _design(x_train)
+    if not torch.isfinite(X).all():
+        raise ConfigError("probe: the latent actions hold NaN or inf (did training diverge?)")
+    sol = torch.linalg.lstsq(X, y_train.detach().reshape(len(X), -1).double().cpu(), driver="gelsd").solution
+    return lambda x: _design(x) @ sol
+
+
+def _probe_error(x_train, a_train, x_test, a_test) -> torch.Tensor:
+    """Held-out E||a_hat - a||^2 (summed over dims) of the probe x -> a fitted on the train split."""
+    a_test = a_test.detach().double().cpu()
+    return (fit_linear_probe(x_train, a_train)(x_test) - a_test).pow(2).sum(1).mean()
 
 
 def probe_nmse(z_train: torch.Tensor, a_train: torch.Tensor, z_test: torch.Tensor, a_test: torch.Tensor) -> float:
-    """Held-out NMSE of the least-squares linear probe z -> a (0: z determines a linearly; ~1: no info)."""
-    z_train, z_test = z_train.detach(), z_test.detach()
-    X = torch.cat([z_train, torch.ones_like(z_train[:, :1])], 1).double()
-    sol = torch.linalg.lstsq(X, a_train.double(), driver="gelsd").solution
-    a_hat = torch.cat([z_test, torch.ones_like(z_test[:, :1])], 1).double() @ sol
-    a_test = a_test.double()
-    err = (a_hat - a_test).pow(2).sum(1).mean()
+    """Held-out NMSE of the linear probe z -> a (0: z determines a linearly; ~1: no info)."""
+    a_test = a_test.detach().double().cpu()
     var = (a_test - a_test.mean(0)).pow(2).sum(1).mean()
-    return float(err / var)
+    return float(_probe_error(z_train, a_train, z_test, a_test) / var)
+
+
+def probe_nmse_given_o(z_train: torch.Tensor, o_train: torch.Tensor, a_train: torch.Tensor,
+                       z_test: torch.Tensor, o_test: torch.Tensor, a_test: torch.Tensor) -> float:
+    """What z tells about a beyond the current observation o (gauge-free companion of `probe_nmse`):
+
+        NMSE(a | z, o) = E_test||a - probe_[z,o](z, o)||^2 / E_test||a - probe_o(o)||^2
+
+    both probes affine, fitted by least squares on the train split. 1: z adds nothing beyond o;
+    0: z supplies all of a that o lacks. Unchanged under z -> z + F o (the [z, o] probe absorbs F)
+    and under any invertible z -> M z. Where a is independent of o (the linear Ex-BMDP) the
+    denominator is ~ Var a and the two probes agree whenever z is uncorrelated with o.
+    """
+    zo_train, zo_test = torch.cat([z_train.detach(), o_train], 1), torch.cat([z_test.detach(), o_test], 1)
+    return float(_probe_error(zo_train, a_train, zo_test, a_test) / _probe_error(o_train, a_train, o_test, a_test))
+
+
+def innovation_encoder(encode, o_train: torch.Tensor, z_train: torch.Tensor):
+    """encode_r(o, o') = z - probe_o(o): z minus its least-squares prediction from o (train split).
+
+    z -> z + F o moves the prediction by F o too, so encode_r, and every variance metric computed
+    on it (the `*_given_o` columns), is the same for every representative of the gauge.
+    """
+    predict = fit_linear_probe(o_train, z_train)
+    return lambda o, o_next: encode(o, o_next).double().cpu() - predict(o)
 
 
 def weighted_variance_ratio(z_views: torch.Tensor, weights: torch.Tensor) -> float:

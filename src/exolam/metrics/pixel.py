@@ -23,6 +23,8 @@ import torch
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError
+from exolam.metrics.latent import fit_linear_probe
+from exolam.objectives import sq_err
 
 
 @contextlib.contextmanager
@@ -45,8 +47,8 @@ def _need_alt(batch: Transitions, metric: str) -> None:
 
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> float:
-    """E ||a - b||^2: summed over non-batch dims, averaged over the batch."""
-    return (a.float() - b.float()).pow(2).flatten(1).sum(1).mean().item()
+    """E ||a - b||^2 (`objectives.sq_err`, in fp32) as a float."""
+    return sq_err(a.float(), b.float()).item()
 
 
 def consistency_loss(lam, batch: Transitions) -> dict[str, float]:
@@ -159,20 +161,12 @@ def probe_accuracy(z_train: torch.Tensor, a_train: torch.Tensor, z_test: torch.T
                    n_classes: int) -> float:
     """Linear probe z -> discrete action (Sec. 4 probe protocol, classification form).
 
-    Fits [z, 1] M = one_hot(a) by least squares on the train split (torch.linalg.lstsq, gelsy,
-    which handles rank-deficient z such as a one-hot code) and returns the accuracy of argmax on
+    Fits [z, 1] M = one_hot(a) by least squares on the train split (`latent.fit_linear_probe`,
+    minimum-norm, so rank-deficient z such as a one-hot code is fine) and returns the accuracy of argmax on
     the held-out split. The probe never sees the test split.
     """
-    if z_train.shape[0] != a_train.shape[0] or z_test.shape[0] != a_test.shape[0]:
-        raise ConfigError("probe_accuracy: z and a must have the same number of samples in each split")
-    if z_train.shape[0] == 0 or z_test.shape[0] == 0:
-        raise ConfigError("probe_accuracy: both splits need at least one sample")
-
-    def design(z: torch.Tensor) -> torch.Tensor:
-        z = z.detach().reshape(z.shape[0], -1).double().cpu()
-        return torch.cat([z, torch.ones(z.shape[0], 1, dtype=torch.float64)], dim=1)
-
+    if z_test.shape[0] != a_test.shape[0] or z_test.shape[0] == 0:
+        raise ConfigError("probe_accuracy: the test split needs as many actions as latents, and at least one")
     y = torch.nn.functional.one_hot(a_train.long().cpu(), n_classes).double()
-    M = torch.linalg.lstsq(design(z_train), y, driver="gelsy").solution
-    pred = (design(z_test) @ M).argmax(dim=1)
+    pred = fit_linear_probe(z_train, y)(z_test).argmax(dim=1)
     return (pred == a_test.long().cpu()).double().mean().item()

@@ -14,6 +14,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from exolam import seeding
 from exolam.models.base import IDMOutput
 
 
@@ -48,7 +49,7 @@ class LinearParams:
         shapes = {"A": (d_o, d_o), "B": (d_o, d_z), "E": (d_z, 2 * d_o), "W_a": (d_a, d_z), "W_q": (d_o, d_z)}
         fan_in = {"A": d_o, "B": d_z, "E": d_o, "W_a": d_z, "W_q": d_z}
         for seed in seeds:
-            g = torch.Generator().manual_seed(10_007 * seed + 17)
+            g = torch.Generator().manual_seed(seeding.linear_init(seed))
             for k, shape in shapes.items():
                 bound = fan_in[k] ** -0.5
                 parts[k].append((torch.rand(shape, generator=g) * 2 - 1) * bound)
@@ -80,10 +81,6 @@ class LinearLAM(nn.Module):
         self.C = nn.Parameter(torch.zeros(d_z, d_o))
         self.D = nn.Parameter(torch.zeros(d_z, d_o))
         self.d_z = d_z
-
-    @staticmethod
-    def from_seed(seed: int, d_o: int, d_z: int) -> "LinearLAM":
-        return LinearParams.init([seed], d_o, d_z, 1).select(0)
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> IDMOutput:
         z = o @ self.C.T + o_next @ self.D.T  # Eq. (8)

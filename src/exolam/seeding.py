@@ -1,0 +1,41 @@
+"""Every seed derivation of exolam, in one place.
+
+A run's seed is the only source of randomness; each consumer draws from its own `torch.Generator`
+seeded by one of the functions below, never from the global RNG (except the VQ LAM's
+`torch.manual_seed`, which nn.Module initialisation reads). The guarantee this buys: what a model
+sees (its data, its initialisation, its minibatch stream) is a function of its own seed alone, not
+of which other models share its process or ensemble. So model m of a stacked linear ensemble follows
+exactly the run it would have alone (`tests/test_train_linear.py::test_ensemble_equals_one_by_one`),
+and a sweep's rows do not depend on its grouping, sharding or interruption.
+
+The constants are arbitrary distinct primes-ish offsets: streams of different consumers with the same
+seed must not coincide, and streams of the same consumer with different seeds must not either.
+Changing one changes every committed number; don't.
+"""
+
+from __future__ import annotations
+
+
+def linear_emission(seed: int) -> int:
+    """H_0 and R_xi of the linear Ex-BMDP (`envs.linear`): independent of alpha and p_switch."""
+    return seed
+
+
+def linear_trajectories(seed: int) -> int:
+    """States, actions and exogenous chains of the linear Ex-BMDP's train and test trajectories."""
+    return seed + 1_000_003
+
+
+def linear_init(seed: int) -> int:
+    """nn.Linear-style initialisation of one linear LAM and its heads (`models.linear`)."""
+    return 10_007 * seed + 17
+
+
+def minibatches(seed: int) -> int:
+    """The minibatch index stream of one model (`train.batch_indices`), linear and VQ alike."""
+    return 7_919 * seed + 3
+
+
+def gridworld_split(seed: int, split_id: int) -> int:
+    """Grid-world split `split_id` (0 train, 1 test): no two (seed, split) pairs share a stream."""
+    return 2 * seed + split_id
