@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from exolam.envs.gridworld import GridWorldConfig, make_dataset
 from exolam.errors import ConfigError
 from exolam.runio import RunDir
 from exolam.models.vq import VQLAM, VQLAMConfig
-from exolam.train_vq import (Job, VQSweepConfig, VQTrainConfig, build, load_checkpoint, make_job, run_job, run_jobs,
+from exolam.train_vq import (VQSweepConfig, VQTrainConfig, build, load_checkpoint, make_job, run_job, run_jobs,
                              save_checkpoint, train_vq)
 
 torch.set_num_threads(1)
@@ -130,4 +131,29 @@ def test_bad_input_raises():
     job = _jobs()[0]
     with pytest.raises(ConfigError, match="twice"):
         run_jobs([job, job], RunDir("/nonexistent-never-created", "x"), workers=0)
-    assert isinstance(job, Job)
+    assert not Path("/nonexistent-never-created").exists()
+
+
+def test_q_prediction_trains_and_divergence_is_one_error(tmp_path):
+    """robust-q (the controllable change, Eq. 10) is a grid-world target too; a diverged run names train.lr."""
+    job = make_job("q", 0, "lam+robust-q:1", TINY, 1.0)
+    row = run_job(job, "cpu", str(tmp_path / "q"))
+    assert row["objective"] == "lam+robust-q:1" and row["loss_train"] == row["loss_train"]
+    bad = dataclasses.replace(job, train=dataclasses.replace(job.train, lr=1e30))
+    with pytest.raises(ConfigError, match="train.lr"):
+        run_job(bad, "cpu", str(tmp_path / "bad"))
+
+
+def test_fields_an_experiment_sets_are_refused_in_python_too():
+    from exolam.experiments import gridworld, xexo_sweep
+
+    gridworld.quick_config().validate()
+    xexo_sweep.quick_config().validate()
+    cfg = gridworld.quick_config()
+    cfg.env = dataclasses.replace(cfg.env, sigma=0.3)
+    with pytest.raises(ConfigError, match="env.sigma = 0.3 is not used: gridworld sweeps sigma"):
+        cfg.validate()
+    cfg = xexo_sweep.quick_config()
+    cfg.train = dataclasses.replace(cfg.train, steps=5)
+    with pytest.raises(ConfigError, match="use --budgets"):
+        cfg.validate()

@@ -18,6 +18,7 @@ construction for every objective; agreement there is judged on probe accuracy an
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 from exolam.errors import ConfigError, check_range
@@ -29,6 +30,8 @@ from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job
 
 NAME = "gridworld"
 KEYS = ["sigma", "objective"]
+SET_BY = {"env.sigma": "gridworld sweeps sigma: use --sigmas",
+          "env.seed": "the dataset seed is the run seed: use --seeds"}
 VANILLA = "lam"
 
 
@@ -38,6 +41,7 @@ class Config(VQSweepConfig):
     """noise intensities sigma of the bottom row (Fig. 5b x-axis)"""
     objectives: tuple[str, ...] = ("lam", "lam+xexo:1", "lam+robust-action:1")
     """vanilla, X-exo (lam_X-exo = 1) and Action-pred (lam_act = 1), App. C Table 2"""
+    SET_BY: ClassVar[dict[str, str]] = SET_BY
 
     def validate(self) -> None:
         super().validate()

@@ -23,6 +23,7 @@ trains its own models (same code, same numbers). Every row carries the same metr
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 from exolam.experiments import gridworld
@@ -33,6 +34,7 @@ from exolam.train_vq import METRICS, run_jobs
 
 NAME = "swap"
 KEYS = gridworld.KEYS
+SET_BY = {**gridworld.SET_BY, "env.sigma": "swap sweeps sigma: use --sigmas"}
 VANILLA = gridworld.VANILLA
 BARS = [("psnr_recon", "Recon. vs o'"), ("psnr_aug_recon", "Aug. Recon. vs o~'"),
         ("psnr_swap_vs_o_next", "xi'-swap vs o'"), ("psnr_swap_vs_o_next_alt", "xi'-swap vs o~'")]
@@ -42,6 +44,7 @@ BARS = [("psnr_recon", "Recon. vs o'"), ("psnr_aug_recon", "Aug. Recon. vs o~'")
 class Config(gridworld.Config):
     reuse_gridworld: bool = True
     """evaluate checkpoints of <out>/gridworld with the same spec instead of retraining"""
+    SET_BY: ClassVar[dict[str, str]] = SET_BY
 
 
 def quick_config() -> Config:

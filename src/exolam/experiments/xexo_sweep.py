@@ -30,15 +30,19 @@ evaluated from those checkpoints.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
-from exolam.train_vq import METRICS, Job, VQSweepConfig, make_job, run_jobs
+from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, run_jobs
 
 NAME = "xexo-sweep"
 KEYS = ["budget", "lam_xexo"]
+SET_BY = {"env.sigma": "xexo-sweep sets sigma: use --sigma",
+          "env.seed": "the dataset seed is the run seed: use --seeds",
+          "train.steps": "xexo-sweep sets the updates per budget: use --budgets"}
 
 
 @dataclasses.dataclass
@@ -53,6 +57,7 @@ class Config(VQSweepConfig):
     """training budgets in updates: a short (quick) one and the full one of App. C Table 2"""
     reuse_gridworld: bool = True
     """evaluate checkpoints of <out>/gridworld with the same spec instead of retraining"""
+    SET_BY: ClassVar[dict[str, str]] = SET_BY
 
     def validate(self) -> None:
         super().validate()
@@ -72,7 +77,8 @@ class Config(VQSweepConfig):
 def quick_config() -> Config:
     """CI size: the gridworld quick model/data, lam in {1, 8} + vanilla, budgets 150 and 600 updates."""
     q = gridworld.quick_config()
-    return Config(env=q.env, model=q.model, train=q.train, seeds=2,
+    train = dataclasses.replace(q.train, steps=VQTrainConfig().steps)  # unused: the budgets set the updates
+    return Config(env=q.env, model=q.model, train=train, seeds=2,
                   lams=(1.0, 8.0), budgets=(q.train.steps // 4, q.train.steps))
 
 
