@@ -57,15 +57,16 @@ def test_closed_form_solver_and_objectives_without_one(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,field", [
-    (["--env.p-switch", "1.5"], "env.p_switch"),
-    (["--env.p-switch", "nan"], "env.p_switch"),
+    (["--p-switches", "1.5"], "p_switches[0] = 1.5"),
+    (["--p-switches", "nan"], "p_switches[0] = nan"),
     (["--env.alpha", "-1"], "env.alpha"),
     (["--env.n-xi", "1"], "env.n_xi"),
     (["--train.d-z", "500"], "train.d_z"),
     (["--train.steps", "0"], "train.steps"),
     (["--env.d-o", "-4"], "env.d_o"),
-    (["--env.p-switch", "abc"], "--env.p-switch"),
-    (["--bogus", "1"], "--bogus"),
+    (["--env.alpha", "abc"], "--env.alpha = 'abc' must be a number"),
+    (["--env.p-switch", "0.5"], "--env.p-switch: leakage sweeps p_switch: use --p-switches"),
+    (["--bogus", "1"], "unknown option '--bogus' for leakage"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, args, field):
     assert _run(["reproduce", "leakage", "--quick", "--out", str(tmp_path), *args]) == 2
@@ -78,14 +79,14 @@ def test_unknown_experiment_and_objective(tmp_path, capsys):
     assert _run(["reproduce", "nope", "--out", str(tmp_path)]) == 2
     assert "experiment: unknown name 'nope'" in capsys.readouterr().err
     assert _run(["reproduce", "auxiliary", "--out", str(tmp_path), "--lambdas", "-1", *TINY]) == 2
-    assert "weight" in capsys.readouterr().err
+    assert "lambdas[0] = -1.0" in capsys.readouterr().err
     assert _run(["reproduce", "auxiliary", "--out", str(tmp_path), "--terms", "robust-flow", *TINY]) == 2
     assert "terms: unknown objective 'robust-flow'" in capsys.readouterr().err
     assert not (tmp_path / "auxiliary").exists()
 
 
 def test_console_script_exit_code_without_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "exolam.cli", "reproduce", "leakage", "--env.p-switch", "2",
+    r = subprocess.run([sys.executable, "-m", "exolam.cli", "reproduce", "leakage", "--env.alpha", "-2",
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert not Path(tmp_path, "leakage").exists()

@@ -21,7 +21,7 @@ def _tiny(mod):
     cfg = mod.quick_config()
     cfg.env = dataclasses.replace(cfg.env, n_train=256, n_test=128)
     cfg.model = VQLAMConfig(idm_channels=(8,), idm_hidden=16, d_z=8, fdm_channels=(8, 8, 8, 8))
-    cfg.train = VQTrainConfig(steps=15, batch_size=32)
+    cfg.train = dataclasses.replace(cfg.train, batch_size=32) if mod is xexo_sweep else VQTrainConfig(steps=15, batch_size=32)
     cfg.seeds, cfg.workers = 2, 0
     if mod is xexo_sweep:
         cfg.lams, cfg.budgets = (1.0, 4.0), (5, 15)

@@ -5,8 +5,12 @@
 
 <experiment> is leakage | sensitivity | auxiliary | gridworld | swap | xexo-sweep, or a group:
 linear (the three linear figures) | all. A single experiment accepts any config field as a flag
-(`--env.p-switch 0.5`, tyro style); a group accepts only the common flags. Bad input prints one
-line naming the field and exits 2, leaving no run folder behind.
+(`--env.p-switch 0.5`, tyro style) except the fields it sets itself (its Config.SET_BY, refused
+with the flag to use instead); a group accepts only the common flags (COMMON).
+
+Bad input ends in one line naming the flag or file and the value, exit code 2, and nothing written:
+the flags are checked (cliargs.py), then every config is validated and every run folder checked
+(RunDir.check) before the first experiment of the command starts.
 """
 
 from __future__ import annotations
@@ -14,108 +18,118 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
-import re
 import sys
 import time
 
+from exolam.cliargs import Flag, Given, check, config_flags
+from exolam.errors import ConfigError
+
 USAGE = ("usage: exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] "
          "[--solver sgd|closed-form] [--field value ...]\n       exolam report [--out DIR]")
-COMMON = {"--seeds": int, "--device": str, "--solver": str}
-
-
-class UsageError(Exception):
-    pass
-
-
-def _take(args: list[str], flag: str, default=None, has_value=True):
-    """Remove `flag` (and its value) from args; return the value (or True for a switch)."""
-    for i, a in enumerate(args):
-        if a == flag or a.startswith(flag + "="):
-            if not has_value:
-                del args[i]
-                return True
-            if "=" in a:
-                del args[i]
-                return a.split("=", 1)[1]
-            if i + 1 >= len(args):
-                raise UsageError(f"{flag} needs a value")
-            val = args[i + 1]
-            del args[i : i + 2]
-            return val
-    return default
+COMMON = ("seeds", "device", "solver")  # config fields a group passes on to each experiment that has them
+CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False)}
 
 
 def _tyro_parse(cls, default, args: list[str], prog: str):
-    """tyro.cli with its boxed error turned into one line."""
+    """tyro.cli on arguments cliargs.check accepted; `--help` prints tyro's help and exits 0."""
     import tyro
 
-    err = io.StringIO()
+    text = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        with contextlib.redirect_stderr(text), contextlib.redirect_stdout(text):
             return tyro.cli(cls, default=default, args=args, prog=prog)
     except SystemExit as e:
-        text = err.getvalue()
-        if e.code == 0:  # --help
-            sys.stdout.write(text)
+        if e.code == 0:
+            sys.stdout.write(text.getvalue())
             raise
-        box = r"\s│╭╰╮╯─━┃|+\-"
-        lines = [re.sub(f"^[{box}]+|[{box}]+$", "", ln) for ln in text.splitlines()]
-        lines = [ln for ln in lines if ln]
-        msg = next((ln for ln in lines if ":" in ln and ("rror" in ln or "nrecognized" in ln)), None)
-        msg = msg or (lines[0] if lines else "invalid arguments")
-        raise UsageError(msg) from None
+        raise ConfigError(f"{prog}: tyro refused {' '.join(args)!r}, which passed our checks (a bug: please "
+                          f"report it; see {prog} --help)") from None
 
 
-def _config(mod, name: str, args: list[str], quick: bool, single: bool):
+def _options(given: dict[str, Given]) -> tuple[bool, str]:
+    """--quick and --out from the checked flags."""
+    quick = "quick" in given
+    out = given["out"].value if "out" in given else "runs"
+    if not out:
+        raise ConfigError("--out = '' must name a folder")
+    return quick, out
+
+
+def _single(name: str, mod, args: list[str]):
+    """The config of one experiment: flags checked against its Config and SET_BY, then parsed by tyro."""
+    usage = f"exolam reproduce {name}"
+    given = check(args, {**CLI_FLAGS, **config_flags(mod.Config)}, name, usage, set_by=getattr(mod.Config, "SET_BY", {}))
+    quick, out = _options(given)
     default = mod.quick_config() if quick else mod.Config()
-    if single:
-        return _tyro_parse(mod.Config, default, args, f"exolam reproduce {name}")
-    for flag, cast in COMMON.items():
-        val = _take(args, flag)
-        field = flag[2:]
-        if val is not None and any(f.name == field for f in dataclasses.fields(default)):
-            try:
-                default = dataclasses.replace(default, **{field: cast(val)})
-            except ValueError:
-                raise UsageError(f"{flag} = {val!r} must be of type {cast.__name__}") from None
-    return default
+    tyro_args = [a for g in given.values() if g.flag.config for a in g.tyro_args()]
+    return [(name, mod, _tyro_parse(mod.Config, default, tyro_args, usage))], quick, out
+
+
+def _group(target: str, names: list[str], mods: dict, args: list[str]):
+    """Configs of a group: the common flags, cast like a single experiment's, go to those that have them."""
+    tables = {n: config_flags(mods[n].Config) for n in names}
+    common = {}
+    for spelling in (f"--{f}" for f in COMMON):
+        flags = [t[spelling] for t in tables.values() if spelling in t]
+        if flags:  # the first one casts for all: tests/test_cli_errors.py checks that their types agree
+            common[spelling] = flags[0]
+    single_only = {s: f"{s} applies to a single experiment only, not to the group '{target}' (common flags: "
+                      f"{', '.join(list(CLI_FLAGS) + list(common))})" for t in tables.values() for s in t}
+    set_by = {p: h for n in names for p, h in getattr(mods[n].Config, "SET_BY", {}).items()}
+    given = check(args, {**CLI_FLAGS, **common}, f"the group '{target}'", f"exolam reproduce {target}",
+                  set_by=set_by, elsewhere=single_only)
+    quick, out = _options(given)
+    configs = []
+    for n in names:
+        cfg = mods[n].quick_config() if quick else mods[n].Config()
+        mine = {g.flag.path: g.value for g in given.values() if g.flag.config and g.flag.name in tables[n]}
+        configs.append((n, mods[n], dataclasses.replace(cfg, **mine)))
+    for g in given.values():
+        have = [n for n in names if g.flag.name in tables[n]]
+        if g.flag.config and len(have) < len(names):
+            rest = [n for n in names if n not in have]
+            print(f"{g.flag.name} applies to {', '.join(have)} only (not {', '.join(rest)})")
+    return configs, quick, out
 
 
 def reproduce(argv: list[str]) -> int:
     from exolam.experiments.registry import GROUPS, available, expand
     from exolam.experiments.plotting import close
     from exolam.runio import RunDir, to_jsonable
-    from exolam.errors import ConfigError
 
     if not argv or argv[0].startswith("-"):
-        raise UsageError("reproduce needs an experiment name")
+        raise ConfigError("reproduce needs an experiment name (exolam reproduce <experiment> ...)")
     target, args = argv[0], list(argv[1:])
     mods = available()
     if target not in mods and target not in GROUPS and target != "all":
-        raise UsageError(f"experiment: unknown name '{target}' (allowed: {', '.join(list(mods) + list(GROUPS) + ['all'])})")
-    quick = bool(_take(args, "--quick", False, has_value=False))
-    out = _take(args, "--out", "runs")
+        raise ConfigError(f"experiment: unknown name '{target}' (allowed: {', '.join(list(mods) + list(GROUPS) + ['all'])})")
     names = expand(target)
-    single = len(names) == 1
-    configs = [(n, mods[n], _config(mods[n], n, list(args), quick, single)) for n in names]
-    if not single:
-        leftover = [a for a in args if a.startswith("--") and a.split("=")[0] not in COMMON]
-        if leftover:
-            raise UsageError(f"'{leftover[0]}' applies to a single experiment only, not to the group '{target}'")
-    for _, _, cfg in configs:  # every config is checked before any run starts
+    if "-h" in args or "--help" in args:
+        if len(names) == 1:
+            with contextlib.suppress(SystemExit):  # tyro prints the help and exits 0
+                _tyro_parse(mods[target].Config, mods[target].Config(), ["--help"], f"exolam reproduce {target}")
+        else:
+            print(f"usage: exolam reproduce {target} [--quick] [--out DIR] [--seeds N] [--device D] [--solver S]\n"
+                  f"runs {', '.join(names)}; their other flags: exolam reproduce <experiment> --help")
+        return 0
+    if len(names) == 1:
+        configs, quick, out = _single(target, mods[target], args)
+    else:
+        configs, quick, out = _group(target, names, mods, args)
+    runs = [RunDir(out, name) for name, _, _ in configs]
+    for run, (_, _, cfg) in zip(runs, configs):  # everything is checked before the first run starts
         cfg.validate()
-    for name, mod, cfg in configs:
-        run = RunDir(out, name)
+        run.check(to_jsonable(cfg))
+    for run, (name, mod, cfg) in zip(runs, configs):
         t0 = time.time()
         try:
             run.open(to_jsonable(cfg))
             print(f"[{name}] {'quick' if quick else 'full'} preset -> {run.path}", flush=True)
             mod.run(cfg, run)
-        except (ConfigError, KeyboardInterrupt):
+        except BaseException:  # bad input found late, a crash or ^C: a folder with nothing recorded goes
             run.discard_if_empty()
             raise
-        summary = json.loads((run.path / "summary.json").read_text())
+        summary = run.summary()
         fig = mod.plot(summary)
         png = run.save_figure(fig)
         close(fig)
@@ -128,17 +142,15 @@ def reproduce(argv: list[str]) -> int:
 def report(argv: list[str]) -> int:
     from exolam.experiments.report import write_report
 
-    args = list(argv)
-    out = _take(args, "--out", "runs")
-    if args:
-        raise UsageError(f"report: unexpected argument '{args[0]}'")
+    if "-h" in argv or "--help" in argv:
+        print("usage: exolam report [--out DIR]")
+        return 0
+    _, out = _options(check(list(argv), {"--out": CLI_FLAGS["--out"]}, "report", "exolam report"))
     print(f"wrote {write_report(out)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from exolam.errors import ConfigError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"reproduce": reproduce, "report": report}
     try:
@@ -146,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0 if argv else 2
         if argv[0] not in commands:
-            raise UsageError(f"command: unknown '{argv[0]}' (allowed: {', '.join(commands)})")
+            raise ConfigError(f"command: unknown '{argv[0]}' (allowed: {', '.join(commands)})")
         return commands[argv[0]](argv[1:])
-    except (ConfigError, UsageError) as e:
+    except ConfigError as e:
         print(f"exolam: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

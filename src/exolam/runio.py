@@ -9,6 +9,7 @@ a different config refuses instead of overwriting.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -22,13 +23,39 @@ from exolam.errors import ConfigError
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to a temporary name, then rename; a failed write leaves neither file (ConfigError, path named)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); choose another --out") from None
+        raise
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON object file of ours; missing, unreadable or malformed -> ConfigError naming it and `fix`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; {fix}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); {fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; cut short?); "
+                          f"{fix}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
 
 
 def to_jsonable(obj):
@@ -47,44 +74,127 @@ class RunDir:
     def __init__(self, out: str | Path, experiment: str):
         self.path = Path(out) / experiment
         self.name = experiment
-        self._created = False
+        self._created: list[Path] = []  # the folders open() made, innermost first
 
     @property
     def results_csv(self) -> Path:
         return self.path / "results.csv"
 
-    def open(self, config: dict) -> "RunDir":
-        cfg_text = json.dumps(config, indent=2, sort_keys=True)
-        cfg_file = self.path / "config.json"
-        if cfg_file.exists():
-            if json.loads(cfg_file.read_text()) != json.loads(cfg_text):
+    @property
+    def config_json(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / "summary.json"
+
+    def check(self, config: dict) -> None:
+        """Raise ConfigError unless `open(config)` can create or resume this folder; writes nothing.
+
+        The CLI checks every folder of a command before its first experiment starts, so a conflict
+        in the last one is found before the first has run. Refused: a file where a folder goes, a
+        folder that cannot be written, a run with another config, a damaged config.json or
+        results.csv, results.csv without config.json (not a run of ours).
+        """
+        base = self.path
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not base.is_dir():
+            raise ConfigError(f"{base}: is a file, not a folder; choose another --out")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise ConfigError(f"{base}: is not writable; choose another --out")
+        if base != self.path:
+            return
+        if self.config_json.exists():
+            recorded = read_json(self.config_json, "restore it, or remove the folder or choose another --out")
+            if recorded != json.loads(json.dumps(config)):
                 raise ConfigError(f"{self.path}: holds a finished or partial run with a different config.json; "
                                   "choose another --out or remove that folder")
+        elif self.results_csv.exists():
+            raise ConfigError(f"{self.path}: holds results.csv but no config.json (not a run of this config); "
+                              "choose another --out or remove that folder")
+        self.rows()
+
+    def open(self, config: dict) -> "RunDir":
+        self.check(config)
+        if self.config_json.exists():
             return self
-        self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(cfg_file, cfg_text + "\n")
+        self._created = [d for d in (self.path, *self.path.parents) if not d.exists()]
+        try:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{self.path}: cannot create the run folder ({e.strerror or e}); "
+                                  "choose another --out") from None
+            atomic_write(self.config_json, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        except ConfigError:
+            self.discard_if_empty()
+            raise
         return self
 
     def discard_if_empty(self) -> None:
-        """Remove a folder this run created when nothing was recorded (bad input, early failure)."""
+        """Remove the folders open() created when nothing was recorded (bad input, early failure, ^C).
+
+        Parents go only while empty: another experiment or shard may be writing beside this one."""
         if self._created and not self.results_csv.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+            shutil.rmtree(self._created[0], ignore_errors=True)
+            for d in self._created[1:]:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
     def rows(self) -> list[dict]:
-        if not self.results_csv.exists():
+        """The recorded rows, values parsed as int or float where they read as one (config stays text).
+
+        A damaged file (a line cut short, a wrong column count, a bad or repeated seed) is refused with
+        its line number: resuming from it would silently drop or duplicate runs.
+        """
+        f = self.results_csv
+        if not f.exists():
             return []
-        with open(self.results_csv, newline="") as f:
-            return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        fix = "remove the line or the folder to resume"
+        try:
+            text = f.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{f}: cannot be read ({e}); remove the folder to start over") from None
+        if not text:
+            raise ConfigError(f"{f}: is empty (not even the header line); remove it or the folder to resume")
+        n_ends = text.count("\n")
+        reader = csv.reader(io.StringIO(text))
+        try:
+            header = next(reader)
+            if "config" not in header or "seed" not in header or len(set(header)) != len(header):
+                raise ConfigError(f"{f}: line 1 is not our header (distinct column names, among them config and "
+                                  "seed); remove the folder to start over")
+            rows, first = [], {}
+            for rec in reader:
+                n = reader.line_num
+                if len(rec) < len(header) or n > n_ends:  # n > n_ends: no line end, the write was cut short
+                    end = ", no line end" if n > n_ends else ""
+                    raise ConfigError(f"{f}: line {n} is truncated ({len(rec)} of {len(header)} columns{end}); {fix}")
+                if len(rec) > len(header):
+                    raise ConfigError(f"{f}: line {n} has {len(rec)} columns, the header {len(header)}; {fix}")
+                row = dict(zip(header, rec))
+                try:
+                    key = (row["config"], int(row["seed"]))
+                except ValueError:
+                    raise ConfigError(f"{f}: line {n}: seed = {row['seed']!r} is not an integer; {fix}") from None
+                if not key[0] or key in first:
+                    what = "config is empty" if not key[0] else f"repeats the config and seed of line {first[key]}"
+                    raise ConfigError(f"{f}: line {n}: {what}; {fix}")
+                first[key] = n
+                rows.append({k: v if k == "config" else _parse(v) for k, v in row.items()})
+        except csv.Error as e:
+            raise ConfigError(f"{f}: line {reader.line_num}: {e}; {fix}") from None
+        return rows
 
     def done_keys(self) -> set[tuple[str, int]]:
         return {(r["config"], int(r["seed"])) for r in self.rows()}
 
     def append(self, new_rows: list[dict], order: list[tuple[str, int]] | None = None) -> None:
-        """Record finished rows (rewrites the csv atomically).
+        """Record finished rows (rewrites the csv atomically); the only writer of results.csv.
 
         With `order` (the sweep's (config, seed) keys) rows are kept in that order, so the file is
-        the same however the sweep was grouped or interrupted; otherwise earlier rows come first.
+        the same however the sweep was grouped, finished or interrupted; otherwise earlier rows come first.
         """
         rows = self.rows() + new_rows
         if order is not None:
@@ -99,7 +209,14 @@ class RunDir:
         atomic_write(self.results_csv, buf.getvalue())
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic_write(self.summary_json, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def summary(self) -> dict:
+        return read_json(self.summary_json, f"rerun the `exolam reproduce {self.name}` command that wrote it "
+                                            "(it rewrites summary.json from results.csv)")
+
+    def config(self) -> dict:
+        return read_json(self.config_json, "restore it, or remove the folder and rerun")
 
     def save_figure(self, fig) -> Path:
         target = self.path / f"{self.name}.png"

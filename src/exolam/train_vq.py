@@ -30,10 +30,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -43,8 +43,9 @@ import torch
 from safetensors.torch import load_file, save
 
 from exolam.data.transitions import Transitions
-from exolam.envs.gridworld import CONTROL_REGION, EXO_REGION, N_ACTIONS, GridWorldConfig, make_dataset, noise_floor
+from exolam.envs.gridworld import CONTROL_REGION, EXO_REGION, H, N_ACTIONS, W, GridWorldConfig, make_dataset, noise_floor
 from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.fields import check_set_by
 from exolam.runio import RunDir, atomic_write, to_jsonable
 from exolam.metrics.pixel import codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, region_mse, swap_psnr
 from exolam.models.vq import VQLAM, VQLAMConfig
@@ -99,6 +100,7 @@ class VQSweepConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
+        check_set_by(self)
         self.env.validate()
         self.model.validate()
         self.train.validate()
@@ -149,7 +151,7 @@ def build(job: Job) -> tuple[VQLAM, Objective]:
     """The LAM and the objective (with its W heads of Eq. 19), initialised from the job's seed."""
     torch.manual_seed(job.seed)
     lam = VQLAM(job.model)
-    objective = Objective(job.objective, job.model.d_z, {"action": N_ACTIONS})
+    objective = Objective(job.objective, job.model.d_z, {"action": N_ACTIONS, "q": H * W})  # q: a 1 x H x W frame
     return lam, objective
 
 
@@ -157,7 +159,8 @@ def _training_view(data: Transitions, objective: Objective) -> Transitions:
     """Only the fields the objective reads, so each minibatch gathers as little as possible."""
     names = {t.name for t in objective.terms}
     alt = {"o_alt": data.o_alt, "o_next_alt": data.o_next_alt} if "xexo" in names else {}
-    return Transitions(o=data.o, o_next=data.o_next, a=data.a, label_mask=data.label_mask, **alt)
+    q = {"q": data.q} if "robust-q" in names else {}
+    return Transitions(o=data.o, o_next=data.o_next, a=data.a, label_mask=data.label_mask, **alt, **q)
 
 
 def train_vq(lam: VQLAM, objective: Objective, data: Transitions, seed: int, cfg: VQTrainConfig,
@@ -185,7 +188,10 @@ def train_vq(lam: VQLAM, objective: Objective, data: Transitions, seed: int, cfg
         opt.step()
         if step >= cfg.steps - tail:
             acc += loss.detach().float()
-    return float(acc) / tail
+    loss_train = float(acc) / tail
+    if not math.isfinite(loss_train):
+        raise ConfigError(f"train.lr = {cfg.lr:g}: training diverged (non-finite loss {loss_train}); lower --train.lr")
+    return loss_train
 
 
 def _encode_chunks(lam: VQLAM, o: torch.Tensor, o_next: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
@@ -315,19 +321,6 @@ def _run_job_1thread(job: Job, device: str, ckpt_root: str, reuse_from: str | No
         torch.set_num_threads(before)
 
 
-def _record(run_dir: RunDir, row: dict, order: dict[tuple, int]) -> None:
-    """Add one row to results.csv, keeping all rows sorted in job order (atomic rewrite)."""
-    rows = run_dir.rows() + [row]
-    rows.sort(key=lambda r: order.get((r["config"], int(r["seed"])), len(order)))
-    staging = RunDir(run_dir.path, f".staging-{os.getpid()}")
-    staging.path.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.append(rows)  # same csv format as RunDir.append
-        os.replace(staging.results_csv, run_dir.results_csv)
-    finally:
-        shutil.rmtree(staging.path, ignore_errors=True)
-
-
 def run_jobs(jobs: list[Job], run_dir: RunDir, *, workers: int = 2, device: str = "cpu", reuse=(),
              log=print) -> None:
     """Run every job not yet in run_dir's results.csv; rows are recorded as jobs finish.
@@ -338,7 +331,6 @@ def run_jobs(jobs: list[Job], run_dir: RunDir, *, workers: int = 2, device: str 
     keys = [(j.config, j.seed) for j in jobs]
     if len(set(keys)) != len(keys):
         raise ConfigError("sweep lists a (config, seed) twice")
-    order = {k: i for i, k in enumerate(keys)}
     done = run_dir.done_keys()
     todo = [j for j in jobs if (j.config, j.seed) not in done]
     if done:
@@ -353,7 +345,7 @@ def run_jobs(jobs: list[Job], run_dir: RunDir, *, workers: int = 2, device: str 
     cuda = torch.device(device).type == "cuda"
     if cuda or workers == 0 or not tasks:
         for i, t in enumerate(tasks):
-            _record(run_dir, _run_job_1thread(*t), order)
+            run_dir.append([_run_job_1thread(*t)], order=keys)
             log(f"  {run_dir.name}: {i + 1}/{len(tasks)} jobs done ({time.perf_counter() - t0:.0f} s)")
         return
     ctx = multiprocessing.get_context("spawn")
@@ -362,7 +354,7 @@ def run_jobs(jobs: list[Job], run_dir: RunDir, *, workers: int = 2, device: str 
         futures = [pool.submit(run_job, *t) for t in tasks]
         try:
             for i, fut in enumerate(cf.as_completed(futures)):
-                _record(run_dir, fut.result(), order)
+                run_dir.append([fut.result()], order=keys)
                 log(f"  {run_dir.name}: {i + 1}/{len(tasks)} jobs done ({time.perf_counter() - t0:.0f} s)")
         except cf.process.BrokenProcessPool as e:
             raise RuntimeError("a sweep worker died (killed, out of memory, or the calling script lacks the "

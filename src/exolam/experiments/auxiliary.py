@@ -16,7 +16,6 @@ from exolam.runio import RunDir, summarize
 
 NAME = "auxiliary"
 KEYS = ["p_switch", "objective"]
-SET_BY = {"env.p_switch": "auxiliary sweeps p_switch: use --p-switches"}
 AUX = {"X-exo": "xexo", "Action-pred": "robust-action", "q-pred": "robust-q"}
 
 
@@ -29,7 +28,8 @@ class Config(ls.LinearSweepConfig):
     """auxiliary objective terms compared with L_LAM (objectives.TERMS)"""
     bounds: bool = True
     """also evaluate Prop. 4.8's bound and Remark 4.3's exogenous-energy split on every model"""
-    SET_BY: ClassVar[dict[str, str]] = SET_BY
+    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    SET_BY: ClassVar[dict[str, str]] = {"env.p_switch": "auxiliary sweeps p_switch: use --p-switches"}
 
     def grid(self) -> list[dict]:
         return [{"p_switch": p, "objective": obj} for p in self.p_switches for obj in objectives(self)]
@@ -49,9 +49,7 @@ class Config(ls.LinearSweepConfig):
 
 def quick_config() -> Config:
     cfg = Config(p_switches=(0.0, 0.5, 0.75), lambdas=(1.0,), seeds=2, eval_samples=500)
-    cfg.env = dataclasses.replace(cfg.env, n_traj=1000, n_test_traj=200)
-    cfg.train = dataclasses.replace(cfg.train, steps=1500)
-    return cfg
+    return ls.quick_sizes(cfg)
 
 
 def objectives(cfg: Config) -> list[str]:
@@ -59,9 +57,7 @@ def objectives(cfg: Config) -> list[str]:
 
 
 def run(cfg: Config, run_dir: RunDir, log=print) -> None:
-    cfg.validate()
-    ls.run_cells(ls.make_cells(cfg, cfg.grid()), cfg, run_dir, log)
-    rows = run_dir.rows()
+    rows = ls.run_sweep(cfg, run_dir, log)
     for probe in PROBES:  # paired difference: same data, same seed
         base = {(r["p_switch"], r["seed"]): r[probe] for r in rows if r["objective"] == "lam"}
         for r in rows:
@@ -99,7 +95,7 @@ def plot(summary: dict):
     """Row 1: Fig. 4a/b with probe_nmse; row 2: the same with the gauge-free companions;
     row 3 (with bounds): Prop. 4.8 per model, and Remark 4.3's exogenous energy in the data and in z."""
     bounds = "exo_energy" in summary["rows"][0]
-    fig, ax = figure(3 if bounds else 2, 4, width=3.6)
+    fig, ax = figure(3 if bounds else 2, 4, width=3.6, height=3.5)
     labels = [label for label in AUX if _rows(summary, label)]
     for row, (probe, cons, tag) in enumerate([("probe_nmse", "consistency_var", ""),
                                               ("probe_nmse_given_o", "consistency_var_given_o", " given o")]):

@@ -9,6 +9,7 @@ with n_xi = 2 the state alternates deterministically and leaks nothing).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 from exolam.experiments import linear_sweep as ls
@@ -17,9 +18,6 @@ from exolam.runio import RunDir, summarize
 
 NAME = "leakage"
 KEYS = ["p_switch"]
-# config fields this experiment sets itself: a flag for them is refused with the hint (cli.py)
-SET_BY = {"env.p_switch": "leakage sweeps p_switch: use --p-switches"}
-
 
 @dataclasses.dataclass
 class Config(ls.LinearSweepConfig):
@@ -27,7 +25,8 @@ class Config(ls.LinearSweepConfig):
     """swept switching probabilities"""
     with_optimum: bool = True
     """also evaluate the closed-form global optimum of L_LAM per cell (Prop. 4.2 check)"""
-    SET_BY: ClassVar[dict[str, str]] = SET_BY
+    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    SET_BY: ClassVar[dict[str, str]] = {"env.p_switch": "leakage sweeps p_switch: use --p-switches"}
 
     def grid(self) -> list[dict]:
         return [{"p_switch": p} for p in self.p_switches]
@@ -39,17 +38,14 @@ class Config(ls.LinearSweepConfig):
 
 def quick_config() -> Config:
     cfg = Config(p_switches=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=2, eval_samples=1000)
-    cfg.env = dataclasses.replace(cfg.env, n_traj=1000, n_test_traj=200)
-    cfg.train = dataclasses.replace(cfg.train, steps=1500)
-    return cfg
+    return ls.quick_sizes(cfg)
 
 
 def run(cfg: Config, run_dir: RunDir, log=print) -> None:
-    cfg.validate()
-    ls.run_cells(ls.make_cells(cfg, cfg.grid()), cfg, run_dir, log)
+    rows = ls.run_sweep(cfg, run_dir, log)
     metrics = ls.METRICS + [f"optimum_{m}" for m in ("probe_nmse", "probe_nmse_given_o", "leakage_var",
                                                        "leakage_var_given_o", "loss_train")]
-    run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, metrics),
+    run_dir.write_summary({"rows": summarize(rows, KEYS, metrics),
                            "peak_p_switch": (cfg.env.n_xi - 1) / cfg.env.n_xi})
 
 
@@ -59,7 +55,7 @@ def plot(summary: dict):
     rows = summary["rows"]
     fig, ax = figure(1, 2, width=4.6)
     x = [r["p_switch"] for r in rows]
-    opt = "optimum_probe_nmse" in rows[0]
+    opt = "optimum_probe_nmse" in rows[0] and math.isfinite(rows[0]["optimum_probe_nmse"]["mean"])
     for i, (m, label) in enumerate([("probe_nmse", "probe NMSE"), ("probe_nmse_given_o", "probe NMSE given o")]):
         errorbar_panel(ax[0], x, [r[m] for r in rows], label, f"C{i}")
         if opt:
@@ -86,7 +82,8 @@ def claims(summary: dict) -> list[dict]:
     series = {m: [r[m]["mean"] for r in rising] for m in ("probe_nmse", "probe_nmse_given_o", "leakage_var",
                                                            "leakage_var_given_o")}
     out = []
-    opt = [r for r in rows if 0 < r["p_switch"] <= peak + 1e-9 and "optimum_leakage_var" in r]
+    opt = [r for r in rows if 0 < r["p_switch"] <= peak + 1e-9 and "optimum_leakage_var" in r
+           and math.isfinite(r["optimum_leakage_var"]["mean"])]  # absent with --no-with-optimum
     if opt:
         lv = {m: [r[f"optimum_{m}"]["mean"] for r in opt] for m in ("leakage_var", "leakage_var_given_o")}
         out.append({

@@ -79,6 +79,20 @@ class LinearSweepConfig:
         _check_memory(self, cells)
 
 
+def quick_sizes(cfg: LinearSweepConfig) -> LinearSweepConfig:
+    """The data and training sizes every linear `--quick` preset shares (1k trajectories, 1.5k steps)."""
+    cfg.env = dataclasses.replace(cfg.env, n_traj=1000, n_test_traj=200)
+    cfg.train = dataclasses.replace(cfg.train, steps=1500)
+    return cfg
+
+
+def run_sweep(cfg: LinearSweepConfig, run: RunDir, log=print) -> list[dict]:
+    """Validate, train or solve every cell of cfg.grid() not yet recorded, and return all rows."""
+    cfg.validate()
+    run_cells(make_cells(cfg, cfg.grid()), cfg, run, log)
+    return run.rows()
+
+
 def check_sweep(name: str, values, lo: float | None = None, hi: float | None = None) -> None:
     """A swept list: at least one value, no repeats, each finite and inside [lo, hi]."""
     if len(values) == 0:

@@ -6,11 +6,11 @@ experiment modules' `claims()`; nothing is typed in by hand.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from exolam.errors import ConfigError
 from exolam.experiments.registry import available
-from exolam.runio import atomic_write
+from exolam.runio import RunDir, atomic_write
 
 HEADER = """# exolam report
 
@@ -21,7 +21,8 @@ from those numbers (yes / partly / no). Where we disagree with the paper, the ro
 
 
 def _preset(config: dict) -> str:
-    steps = config.get("train", {}).get("steps") or config.get("train", {}).get("updates")
+    train = config.get("train")
+    steps = train.get("steps") if isinstance(train, dict) else None
     seeds = config.get("seeds")
     solver = config.get("solver", "sgd")
     return ", ".join(x for x in [f"seeds={seeds}" if seeds else "", f"steps={steps}" if steps else "",
@@ -33,12 +34,16 @@ def build_report(out: str | Path) -> tuple[str, int]:
     out = Path(out)
     sections, table = [], []
     for name, mod in available().items():
-        summary_file = out / name / "summary.json"
-        if not summary_file.exists():
+        run = RunDir(out, name)
+        if not run.summary_json.exists():
             continue
-        summary = json.loads(summary_file.read_text())
-        config = json.loads((out / name / "config.json").read_text())
-        rows = mod.claims(summary)
+        summary, config = run.summary(), run.config()
+        try:
+            rows = mod.claims(summary)
+        except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as e:  # valid JSON, wrong content
+            raise ConfigError(f"{run.summary_json}: not a summary of {name} ({type(e).__name__}: {e}); rerun the "
+                              f"`exolam reproduce {name}` command that wrote it (it rewrites summary.json "
+                              "from results.csv)") from None
         for r in rows:
             table.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | **{r['holds']}** | {name} |")
         doc = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
@@ -54,8 +59,6 @@ def build_report(out: str | Path) -> tuple[str, int]:
 def write_report(out: str | Path) -> Path:
     text, n = build_report(out)
     if n == 0:
-        from exolam.errors import ConfigError
-
         raise ConfigError(f"{out}: no experiment results found (run `exolam reproduce ...` first)")
     target = Path(out) / "report.md"
     atomic_write(target, text)

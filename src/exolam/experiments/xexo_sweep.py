@@ -40,9 +40,6 @@ from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job
 
 NAME = "xexo-sweep"
 KEYS = ["budget", "lam_xexo"]
-SET_BY = {"env.sigma": "xexo-sweep sets sigma: use --sigma",
-          "env.seed": "the dataset seed is the run seed: use --seeds",
-          "train.steps": "xexo-sweep sets the updates per budget: use --budgets"}
 
 
 @dataclasses.dataclass
@@ -57,7 +54,10 @@ class Config(VQSweepConfig):
     """training budgets in updates: a short (quick) one and the full one of App. C Table 2"""
     reuse_gridworld: bool = True
     """evaluate checkpoints of <out>/gridworld with the same spec instead of retraining"""
-    SET_BY: ClassVar[dict[str, str]] = SET_BY
+    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    SET_BY: ClassVar[dict[str, str]] = {"env.sigma": "xexo-sweep sets sigma: use --sigma",
+        "env.seed": "the dataset seed is the run seed: use --seeds",
+        "train.steps": "xexo-sweep sets the updates per budget: use --budgets"}
 
     def validate(self) -> None:
         super().validate()
