@@ -32,7 +32,7 @@ CASES = [
     (["reproduce", "sensitivity", "--alphas"], "--alphas needs at least one value"),
     (["reproduce", "leakage", "--with-optimum", "false"], "--with-optimum takes no value (got 'false')"),
     (["reproduce", "leakage", "--with-optimum", "--no-with-optimum"], "given twice: '--with-optimum' and"),
-    (["reproduce", "gridworld", "--train.precision", "fp16"], "--train.precision = 'fp16' must be one of: bf16, fp32"),
+    (["reproduce", "gridworld", "--train.precision", "fp16"], "--train.precision = 'fp16' must be one of: auto, bf16, fp32"),
     (["reproduce", "gridworld", "--model.fdm-channels", "3", "4"],
      "--model.fdm-channels needs exactly 4 values (got 2: '3 4')"),
     (["reproduce", "leakage", "--out"], "--out needs a value"),

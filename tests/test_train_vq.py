@@ -157,3 +157,13 @@ def test_fields_an_experiment_sets_are_refused_in_python_too():
     cfg.train = dataclasses.replace(cfg.train, steps=5)
     with pytest.raises(ConfigError, match="use --budgets"):
         cfg.validate()
+
+
+def test_auto_precision_resolves_per_device_and_is_recorded():
+    from exolam.train_vq import native_bf16_cpu, resolve_precision
+
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cuda") == "fp32"
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16_cpu() else "fp32")
+    cfg = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, precision="auto"))
+    assert make_job("k", 0, "lam", cfg, 0.5).train.precision == resolve_precision("auto", "cpu")

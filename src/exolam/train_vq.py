@@ -6,8 +6,12 @@ App. C Table 2: Adam lr 3e-4, batch 128, 16k updates, gradient-norm clip 5.0, la
 1 % action labels. Metrics are computed once, at the end, on the held-out split, in fp32 (`evaluate`).
 
 Precision. `precision="bf16"` runs the forward pass under `torch.autocast(<device>, bfloat16)`
-(master weights, gradients and Adam state stay fp32); on CPU this is ~1.5x faster for the conv IDM
-(notes/platform.md Sec. 3). `fp32` is the plain reference.
+(master weights, gradients and Adam state stay fp32); on a CPU with native bf16 (avx512_bf16 or
+AMX) this is ~1.5x faster for the conv IDM (notes/platform.md Sec. 3), on one without it (AVX2
+only) bf16 is emulated and ~15x *slower* (measured: 0.85 s against 0.06 s per quick update).
+`fp32` is the plain reference. `auto` (the default) is bf16 where it is native, fp32 elsewhere
+(and on CUDA, where the tiny model runs faster in fp32); each job resolves it (`make_job`), so
+the row's `precision` column and the checkpoint spec say what ran.
 
 Sweeps (`run_jobs`). On CPU the jobs run in `workers` spawned processes with 1 torch thread each
 (the grid-world LAM is compute-bound and the VQ library does not vmap, design.md); on CUDA in this
@@ -72,16 +76,16 @@ class VQTrainConfig:
     lr: float = 3e-4
     grad_clip: float = 5.0
     """max global gradient norm"""
-    precision: Literal["bf16", "fp32"] = "bf16"
-    """bf16: forward under autocast (fp32 master weights); fp32: plain"""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """bf16: forward under autocast (fp32 master weights); fp32: plain; auto: bf16 on a CPU with native bf16"""
 
     def validate(self, prefix: str = "train") -> "VQTrainConfig":
         check_positive_int(f"{prefix}.steps", self.steps)
         check_positive_int(f"{prefix}.batch_size", self.batch_size)
         check_range(f"{prefix}.lr", self.lr, 0.0, None, lo_open=True)
         check_range(f"{prefix}.grad_clip", self.grad_clip, 0.0, None, lo_open=True)
-        if self.precision not in ("bf16", "fp32"):
-            raise ConfigError(f"{prefix}.precision = {self.precision!r} must be 'bf16' or 'fp32'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"{prefix}.precision = {self.precision!r} must be 'auto', 'bf16' or 'fp32'")
         return self
 
 
@@ -136,12 +140,32 @@ class Job:
                 "objective": self.objective, "seed": self.seed, "device": torch.device(device).type}
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> bf16 on a CPU with native bf16, fp32 elsewhere (CUDA included); others unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cpu" and native_bf16_cpu() else "fp32"
+
+
 def make_job(config: str, seed: int, objective: str, cfg: VQSweepConfig, sigma: float,
              train: VQTrainConfig | None = None, extra: tuple = ()) -> Job:
-    """A job of a sweep config: env at `sigma` with the run seed, objective normalised (`lam+xexo:1`)."""
+    """A job of a sweep config: env at `sigma` with the run seed, objective normalised (`lam+xexo:1`),
+    precision resolved for cfg.device."""
     env = dataclasses.replace(cfg.env, sigma=sigma, seed=seed).validate()
     objective = format_objective(parse_objective(objective))
-    return Job(config, seed, objective, env, cfg.model, train or cfg.train, extra)
+    train = train or cfg.train
+    train = dataclasses.replace(train, precision=resolve_precision(train.precision, cfg.device))
+    return Job(config, seed, objective, env, cfg.model, train, extra)
 
 
 # ---------------------------------------------------------------- one model
@@ -175,7 +199,7 @@ def train_vq(lam: VQLAM, objective: Objective, data: Transitions, seed: int, cfg
     data = _training_view(data, objective).to(device)
     params = [p for p in list(lam.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)  # foreach, not fused: fused Adam is ~15x slower on CPU (design.md)
-    amp = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    amp = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16")
     tail = max(1, cfg.steps // 100)
     acc = torch.zeros((), device=device)
     for step, idx in enumerate(batch_indices(seed, len(data), cfg.steps, cfg.batch_size)):

@@ -26,7 +26,7 @@ from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
-from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, run_jobs
+from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, resolve_precision, run_jobs
 
 NAME = "gridworld"
 KEYS = ["sigma", "objective"]
@@ -82,7 +82,7 @@ def run(cfg: Config, run_dir: RunDir, log=print) -> None:
     run_jobs(jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, log=log)
     run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS),
                            "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
-                           "steps": cfg.train.steps, "precision": cfg.train.precision})
+                           "steps": cfg.train.steps, "precision": resolve_precision(cfg.train.precision, cfg.device)})
 
 
 LABELS = {"lam": "vanilla $L_{LAM}$", "lam+xexo:1": "+ $L_{X\\text{-}exo}$", "lam+robust-action:1": "+ Action-pred"}

@@ -30,7 +30,7 @@ from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 from exolam.objectives import format_objective, parse_objective
-from exolam.train_vq import METRICS, run_jobs
+from exolam.train_vq import METRICS, resolve_precision, run_jobs
 
 NAME = "swap"
 KEYS = gridworld.KEYS
@@ -59,7 +59,7 @@ def run(cfg: Config, run_dir: RunDir, log=print) -> None:
     run_jobs(gridworld.jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, reuse=reuse, log=log)
     run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS),
                            "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
-                           "steps": cfg.train.steps, "precision": cfg.train.precision})
+                           "steps": cfg.train.steps, "precision": resolve_precision(cfg.train.precision, cfg.device)})
 
 
 def plot(summary: dict):

@@ -36,7 +36,7 @@ from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
-from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, run_jobs
+from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, resolve_precision, run_jobs
 
 NAME = "xexo-sweep"
 KEYS = ["budget", "lam_xexo"]
@@ -104,7 +104,7 @@ def run(cfg: Config, run_dir: RunDir, log=print) -> None:
     reuse = [run_dir.path.parent / gridworld.NAME / "checkpoints"] if cfg.reuse_gridworld else []
     run_jobs(jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, reuse=reuse, log=log)
     run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS), "sigma": cfg.sigma,
-                           "budgets": sorted(cfg.budgets), "precision": cfg.train.precision})
+                           "budgets": sorted(cfg.budgets), "precision": resolve_precision(cfg.train.precision, cfg.device)})
 
 
 def leak_share(exo_mse_norm: float, lam: float) -> float:
