@@ -196,18 +196,19 @@ def linear_grads(p: LinearParams, H_cat: torch.Tensor, X: torch.Tensor, at: dict
 
 
 class FlatAdam:
-    """Adam (Kingma & Ba) over one flat buffer: the ensemble's parameters are views into `param`,
-    their gradients views into `grad`, and a step is one fused pass (torch's fused Adam kernel).
+    """Adam (Kingma & Ba; torch.optim.Adam's arithmetic, element for element) over one flat buffer.
 
-    Why fused here although fused Adam is ~15x slower on CPU over many small tensors (design.md):
-    over one contiguous 1M-element buffer it is one vectorized pass, 0.54 ms against 1.2 ms for the
-    seven elementwise passes of the foreach implementation (2 threads, 48 models x 128 x 128 A).
+    The ensemble's parameters are views into `param`, their gradients views into `grad`, so a step
+    is a handful of in-place passes over one contiguous buffer instead of a few per tensor. Not
+    torch's fused kernel: on this session's AVX2 CPU it was 2x faster over the flat buffer, but
+    notes/platform.md measured fused Adam 6-15x slower on the team's AVX-512 machines.
     """
 
-    def __init__(self, tensors: list[torch.Tensor], lr: float):
+    def __init__(self, tensors: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         n = sum(t.numel() for t in tensors)
         self.param = torch.empty(n, dtype=tensors[0].dtype, device=tensors[0].device)
-        self.grad = torch.zeros_like(self.param)
+        self.grad, self.m, self.v = torch.zeros_like(self.param), torch.zeros_like(self.param), torch.zeros_like(self.param)
+        self._denom = torch.empty_like(self.param)
         self.params, self.grads, off = [], [], 0
         for t in tensors:
             view = lambda buf: buf[off : off + t.numel()].view(t.shape)  # noqa: E731
@@ -215,11 +216,14 @@ class FlatAdam:
             self.params.append(view(self.param))
             self.grads.append(view(self.grad))
             off += t.numel()
-        self.param.grad = self.grad
-        self._adam = torch.optim.Adam([self.param], lr=lr, fused=True)
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
 
     def step(self) -> None:
-        self._adam.step()
+        (b1, b2), self.t = self.betas, self.t + 1
+        self.m.lerp_(self.grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
+        torch.sqrt(self.v, out=self._denom).div_((1 - b2**self.t) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.m, self._denom, value=-self.lr / (1 - b1**self.t))
 
 
 class Diverged(ConfigError):

@@ -8,6 +8,7 @@ killed sweep resumes where it stopped. `--solver closed-form` replaces SGD by th
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import os
@@ -37,8 +38,8 @@ BOUND_METRICS = ["prop48_lhs", "prop48_rhs", "prop48_L", "prop48_eta", "exo_ener
 
 
 @dataclasses.dataclass
-class LinearSweepConfig:
-    """Fields shared by the linear figures; App. B Table 1 defaults."""
+class LinearSweepConfig(abc.ABC):
+    """Fields shared by the linear figures; App. B Table 1 defaults. Each figure's Config says its grid."""
 
     env: LinearEnvConfig = dataclasses.field(default_factory=LinearEnvConfig)
     train: LinearTrainConfig = dataclasses.field(default_factory=LinearTrainConfig)
@@ -57,9 +58,9 @@ class LinearSweepConfig:
     bounds: bool = False
     """also evaluate Prop. 4.8's bound and Remark 4.3's exogenous-energy split on every model"""
 
+    @abc.abstractmethod
     def grid(self) -> list[dict]:
-        """The swept points of the experiment (env fields and optionally `objective`); subclasses set it."""
-        raise NotImplementedError
+        """The swept points of the experiment (env fields and optionally `objective`)."""
 
     def validate(self) -> None:
         """Everything that can be checked before a run folder exists, the grid included."""
