@@ -22,8 +22,8 @@ from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.fields import check_set_by
 from exolam.runio import RunDir
-from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encoder, leakage_var, probe_nmse,
-                                   probe_nmse_given_o)
+from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encoder, leakage_var, least_squares,
+                                   probe_nmse, probe_nmse_given_o)
 from exolam.models.linear import LinearLAM
 from exolam.objectives import format_objective, parse_objective, term_weights
 from exolam.theory import check_prop_4_8, lam_optimum, xexo_optimum
@@ -199,8 +199,7 @@ def bound_metrics(lam: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transi
     elif "action" in heads:
         W, y, y_alt = d(heads["action"]), d(te.a), d(te.a)
     else:
-        b = torch.linalg.lstsq(z_tr, d(tr.a), driver="gelsd").solution  # uncentred, like the heads
-        W, y, y_alt = b.T, d(te.a), d(te.a)
+        W, y, y_alt = least_squares(z_tr, tr.a, intercept=False).T, d(te.a), d(te.a)  # no bias, like the heads
     p48 = check_prop_4_8(z, z_alt, y, y_alt, W)
     out = {"prop48_lhs": p48["lhs"], "prop48_rhs": p48["rhs"], "prop48_L": (p48["rhs"] - 3 * p48["eta"]) / 6,
            "prop48_eta": p48["eta"]}

@@ -36,32 +36,37 @@ import torch
 from exolam.errors import ConfigError
 
 
-def _design(x: torch.Tensor) -> torch.Tensor:
-    """[x, 1] in float64 on the CPU, x flattened to (N, features)."""
+def _design(x: torch.Tensor, intercept: bool = True) -> torch.Tensor:
+    """[x, 1] (or x) in float64 on the CPU, x flattened to (N, features)."""
     x = x.detach().reshape(x.shape[0], -1).double().cpu()
-    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
+    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], 1) if intercept else x
 
 
-def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Least-squares affine map x -> y; returns predict(x) -> y_hat (float64, CPU).
+def least_squares(x_train: torch.Tensor, y_train: torch.Tensor, intercept: bool = True) -> torch.Tensor:
+    """Coefficients M of the least-squares map [x, 1] M = y (without the 1 if not `intercept`).
 
     Solved by the normal equations on RMS-scaled columns with a pseudo-inverse that drops directions
     below 1e-10 of the largest eigenvalue: the minimum-norm solution, so rank-deficient x (a one-hot
     code, or o = H_xi s spanning n_xi d_s of d_o dims) is fine, and float rounding noise in such
     directions is not fitted. One d x d solve instead of an SVD of the N x d design: 50x faster at
-    N = 80k. The one probe of every metric here and in pixel.py.
+    N = 80k. The one least-squares solver of every probe and head here and in pixel.py.
     """
     if x_train.shape[0] != y_train.shape[0]:
         raise ConfigError(f"probe: {x_train.shape[0]} inputs but {y_train.shape[0]} targets in the train split")
     if x_train.shape[0] == 0:
         raise ConfigError("probe: the train split is empty")
-    X = _design(x_train)
+    X = _design(x_train, intercept)
     if not torch.isfinite(X).all():
         raise ConfigError("probe: the latent actions hold NaN or inf (did training diverge?)")
     Y = y_train.detach().reshape(len(X), -1).double().cpu()
     scale = X.pow(2).mean(0).sqrt().clamp_min(1e-300)
     Xs = X / scale
-    sol = torch.linalg.pinv(Xs.T @ Xs, rtol=1e-10, hermitian=True) @ (Xs.T @ Y) / scale[:, None]
+    return torch.linalg.pinv(Xs.T @ Xs, rtol=1e-10, hermitian=True) @ (Xs.T @ Y) / scale[:, None]
+
+
+def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Least-squares affine map x -> y (`least_squares`); returns predict(x) -> y_hat (float64, CPU)."""
+    sol = least_squares(x_train, y_train)
     return lambda x: _design(x) @ sol
 
 
