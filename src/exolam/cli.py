@@ -1,7 +1,13 @@
 """`exolam` command line (design.md, "Commands and files").
 
-    exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] [--field.sub value ...]
+    exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] [--jobs J] [--shard K/N]
+                                  [--field.sub value ...]
     exolam report [--out DIR]
+
+--jobs J runs the sweep's tasks in J worker processes (1 torch thread each; 0 = in this process).
+--shard K/N runs only the K-th of N slices of the sweep's rows (a SLURM array, several hosts on a
+shared folder); each shard writes its own file and `exolam report` merges them into results.csv,
+summary.json and the figure, exactly as an unsharded run writes them (train/sweep.py).
 
 <experiment> is leakage | sensitivity | auxiliary | gridworld | swap | xexo-sweep, or a group:
 linear (the three linear figures) | all. A single experiment accepts any config field as a flag
@@ -25,9 +31,10 @@ from exolam.cliargs import Flag, Given, check, config_flags
 from exolam.errors import ConfigError
 
 USAGE = ("usage: exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] "
-         "[--solver sgd|closed-form] [--field value ...]\n       exolam report [--out DIR]")
+         "[--jobs J] [--shard K/N] [--solver sgd|closed-form] [--field value ...]\n       exolam report [--out DIR]")
 COMMON = ("seeds", "device", "solver")  # config fields a group passes on to each experiment that has them
-CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False)}
+CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False),
+             "--jobs": Flag("jobs", int, config=False), "--shard": Flag("shard", str, config=False)}
 
 
 def _tyro_parse(cls, default, args: list[str], prog: str):
@@ -46,23 +53,34 @@ def _tyro_parse(cls, default, args: list[str], prog: str):
                           f"report it; see {prog} --help)") from None
 
 
-def _options(given: dict[str, Given]) -> tuple[bool, str]:
-    """--quick and --out from the checked flags."""
-    quick = "quick" in given
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The CLI's own flags (never part of a config: shards of one sweep share its config.json)."""
+
+    quick: bool = False
+    out: str = "runs"
+    jobs: int | None = None  # None: the experiment's default (grid world: 2 on CPU; linear: 0)
+    shard: tuple[int, int] | None = None
+
+
+def _options(given: dict[str, Given]) -> Options:
+    from exolam.train.sweep import check_jobs, parse_shard
+
     out = given["out"].value if "out" in given else "runs"
     if not out:
         raise ConfigError("--out = '' must name a folder")
-    return quick, out
+    return Options(quick="quick" in given, out=out, jobs=check_jobs(given["jobs"].value) if "jobs" in given else None,
+                   shard=parse_shard(given["shard"].value) if "shard" in given else None)
 
 
 def _single(name: str, mod, args: list[str]):
     """The config of one experiment: flags checked against its Config and SET_BY, then parsed by tyro."""
     usage = f"exolam reproduce {name}"
     given = check(args, {**CLI_FLAGS, **config_flags(mod.Config)}, name, usage, set_by=getattr(mod.Config, "SET_BY", {}))
-    quick, out = _options(given)
-    default = mod.quick_config() if quick else mod.Config()
+    opts = _options(given)
+    default = mod.quick_config() if opts.quick else mod.Config()
     tyro_args = [a for g in given.values() if g.flag.config for a in g.tyro_args()]
-    return [(name, mod, _tyro_parse(mod.Config, default, tyro_args, usage))], quick, out
+    return [(name, mod, _tyro_parse(mod.Config, default, tyro_args, usage))], opts
 
 
 def _group(target: str, names: list[str], mods: dict, args: list[str]):
@@ -78,10 +96,10 @@ def _group(target: str, names: list[str], mods: dict, args: list[str]):
     set_by = {p: h for n in names for p, h in getattr(mods[n].Config, "SET_BY", {}).items()}
     given = check(args, {**CLI_FLAGS, **common}, f"the group '{target}'", f"exolam reproduce {target}",
                   set_by=set_by, elsewhere=single_only)
-    quick, out = _options(given)
+    opts = _options(given)
     configs = []
     for n in names:
-        cfg = mods[n].quick_config() if quick else mods[n].Config()
+        cfg = mods[n].quick_config() if opts.quick else mods[n].Config()
         mine = {g.flag.path: g.value for g in given.values() if g.flag.config and g.flag.name in tables[n]}
         configs.append((n, mods[n], dataclasses.replace(cfg, **mine)))
     for g in given.values():
@@ -89,12 +107,11 @@ def _group(target: str, names: list[str], mods: dict, args: list[str]):
         if g.flag.config and len(have) < len(names):
             rest = [n for n in names if n not in have]
             print(f"{g.flag.name} applies to {', '.join(have)} only (not {', '.join(rest)})")
-    return configs, quick, out
+    return configs, opts
 
 
 def reproduce(argv: list[str]) -> int:
     from exolam.experiments.registry import GROUPS, available, expand
-    from exolam.experiments.plotting import close
     from exolam.runio import RunDir, to_jsonable
 
     if not argv or argv[0].startswith("-"):
@@ -109,31 +126,36 @@ def reproduce(argv: list[str]) -> int:
             with contextlib.suppress(SystemExit):  # tyro prints the help and exits 0
                 _tyro_parse(mods[target].Config, mods[target].Config(), ["--help"], f"exolam reproduce {target}")
         else:
-            print(f"usage: exolam reproduce {target} [--quick] [--out DIR] [--seeds N] [--device D] [--solver S]\n"
+            print(f"usage: exolam reproduce {target} [--quick] [--out DIR] [--seeds N] [--device D] [--solver S] "
+                  "[--jobs J] [--shard K/N]\n"
                   f"runs {', '.join(names)}; their other flags: exolam reproduce <experiment> --help")
         return 0
     if len(names) == 1:
-        configs, quick, out = _single(target, mods[target], args)
+        configs, opts = _single(target, mods[target], args)
     else:
-        configs, quick, out = _group(target, names, mods, args)
-    runs = [RunDir(out, name) for name, _, _ in configs]
+        configs, opts = _group(target, names, mods, args)
+    runs = [RunDir(opts.out, name, opts.shard) for name, _, _ in configs]
     for run, (_, _, cfg) in zip(runs, configs):  # everything is checked before the first run starts
         cfg.validate()
         run.check(to_jsonable(cfg))
     for run, (name, mod, cfg) in zip(runs, configs):
         t0 = time.time()
+        shard = f" shard {opts.shard[0]}/{opts.shard[1]}" if opts.shard else ""
         try:
             run.open(to_jsonable(cfg))
-            print(f"[{name}] {'quick' if quick else 'full'} preset -> {run.path}", flush=True)
-            mod.run(cfg, run)
+            print(f"[{name}] {'quick' if opts.quick else 'full'} preset{shard} -> {run.path}", flush=True)
+            mod.run(cfg, run, opts.jobs)
         except BaseException:  # bad input found late, a crash or ^C: a folder with nothing recorded goes
             run.discard_if_empty()
             raise
-        summary = run.summary()
-        fig = mod.plot(summary)
-        png = run.save_figure(fig)
-        close(fig)
-        print(f"[{name}] done in {time.time() - t0:.1f} s: {png}", flush=True)
+        if opts.shard:
+            print(f"[{name}]{shard} done in {time.time() - t0:.1f} s: {run.results_csv}; when every shard has "
+                  f"run, `exolam report --out {opts.out}` merges them", flush=True)
+            continue
+        from exolam.experiments.report import finish
+
+        summary = finish(name, mod, cfg, run)
+        print(f"[{name}] done in {time.time() - t0:.1f} s: {run.path / (name + '.png')}", flush=True)
         for c in mod.claims(summary):
             print(f"  [{c['holds']}] {c['claim']}: {c['ours']}")
     return 0
@@ -145,8 +167,8 @@ def report(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print("usage: exolam report [--out DIR]")
         return 0
-    _, out = _options(check(list(argv), {"--out": CLI_FLAGS["--out"]}, "report", "exolam report"))
-    print(f"wrote {write_report(out)}")
+    opts = _options(check(list(argv), {"--out": CLI_FLAGS["--out"]}, "report", "exolam report"))
+    print(f"wrote {write_report(opts.out)}")
     return 0
 
 

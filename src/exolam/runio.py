@@ -68,17 +68,60 @@ def to_jsonable(obj):
     return obj
 
 
+def from_jsonable(cls, data: dict):
+    """The dataclass `cls` from `to_jsonable`'s dict (nested dataclasses and tuples restored); a key
+    that is not a field of `cls` raises TypeError."""
+    import typing
+
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    return cls(**{k: _restore(hints[k], v) for k, v in data.items()})
+
+
+def _restore(hint, value):
+    import typing
+
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_jsonable(hint, value)
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        inner = args[0] if args else None
+        return tuple(_restore(inner, v) for v in value) if inner is not None else tuple(value)
+    return value
+
+
 class RunDir:
     """One experiment's output folder; `open()` creates it or resumes it (same config only)."""
 
-    def __init__(self, out: str | Path, experiment: str):
+    def __init__(self, out: str | Path, experiment: str, shard: tuple[int, int] | None = None):
         self.path = Path(out) / experiment
         self.name = experiment
+        self.shard = shard
         self._created: list[Path] = []  # the folders open() made, innermost first
 
     @property
     def results_csv(self) -> Path:
+        """The file this process records rows in: results.csv, or its shard's own file under shards/."""
+        if self.shard is None:
+            return self.merged_csv
+        k, n = self.shard
+        return self.path / "shards" / f"results-{k}-of-{n}.csv"
+
+    @property
+    def merged_csv(self) -> Path:
         return self.path / "results.csv"
+
+    def in_shard(self, index: int) -> bool:
+        """Whether row `index` of the sweep's plan is this process's to run (row i -> shard i mod N + 1)."""
+        return self.shard is None or index % self.shard[1] == self.shard[0] - 1
+
+    def shard_files(self) -> list[Path]:
+        return sorted((self.path / "shards").glob("results-*-of-*.csv"))
 
     @property
     def config_json(self) -> Path:
@@ -142,13 +185,14 @@ class RunDir:
                 with contextlib.suppress(OSError):
                     d.rmdir()
 
-    def rows(self) -> list[dict]:
-        """The recorded rows, values parsed as int or float where they read as one (config stays text).
+    def rows(self, f: Path | None = None) -> list[dict]:
+        """The rows recorded in `f` (default: this process's file), values parsed as int or float where
+        they read as one (config stays text).
 
         A damaged file (a line cut short, a wrong column count, a bad or repeated seed) is refused with
         its line number: resuming from it would silently drop or duplicate runs.
         """
-        f = self.results_csv
+        f = self.results_csv if f is None else f
         if not f.exists():
             return []
         fix = "remove the line or the folder to resume"
@@ -188,7 +232,28 @@ class RunDir:
         return rows
 
     def done_keys(self) -> set[tuple[str, int]]:
-        return {(r["config"], int(r["seed"])) for r in self.rows()}
+        """Rows recorded by this process's file, and for a shard also those already merged."""
+        files = [self.results_csv] + ([self.merged_csv] if self.shard is not None else [])
+        return {(r["config"], int(r["seed"])) for f in files for r in self.rows(f)}
+
+    def merge(self, order: list[tuple[str, int]]) -> list[dict]:
+        """Fold every shard's rows into results.csv, in plan `order`: exactly the file an unsharded run
+        writes. A (config, seed) two files record differently is refused. Shard files stay (a shard still
+        running may add rows; merging again is idempotent)."""
+        rows: dict[tuple[str, int], dict] = {}
+        where: dict[tuple[str, int], Path] = {}
+        for f in [self.merged_csv] + self.shard_files():
+            for r in self.rows(f):
+                key = (r["config"], int(r["seed"]))
+                if key in rows and _text(rows[key]) != _text(r):
+                    raise ConfigError(f"{f}: {key[0]}, seed {key[1]} differs from the row in {where[key]} (shards of "
+                                      "different code or configs?); remove one of them")
+                rows.setdefault(key, r)
+                where.setdefault(key, f)
+        if self.shard_files():
+            merged = RunDir(self.path.parent, self.name)
+            merged._write(list(rows.values()), order)
+        return self.rows(self.merged_csv)
 
     def append(self, new_rows: list[dict], order: list[tuple[str, int]] | None = None) -> None:
         """Record finished rows (rewrites the csv atomically); the only writer of results.csv.
@@ -196,7 +261,9 @@ class RunDir:
         With `order` (the sweep's (config, seed) keys) rows are kept in that order, so the file is
         the same however the sweep was grouped, finished or interrupted; otherwise earlier rows come first.
         """
-        rows = self.rows() + new_rows
+        self._write(self.rows() + new_rows, order)
+
+    def _write(self, rows: list[dict], order: list[tuple[str, int]] | None) -> None:
         if order is not None:
             rank = {key: i for i, key in enumerate(order)}
             rows.sort(key=lambda r: rank.get((r["config"], int(r["seed"])), len(rank)))
@@ -206,6 +273,7 @@ class RunDir:
         w.writeheader()
         for r in rows:
             w.writerow({k: _fmt(r.get(k, "")) for k in cols})
+        self.results_csv.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.results_csv, buf.getvalue())
 
     def write_summary(self, summary: dict) -> None:
@@ -224,6 +292,11 @@ class RunDir:
         fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         atomic_write(target, buf.getvalue())
         return target
+
+
+def _text(row: dict) -> dict:
+    """A row as the csv spells it (so NaN equals NaN)."""
+    return {k: str(_fmt(v)) for k, v in row.items()}
 
 
 def _fmt(v):

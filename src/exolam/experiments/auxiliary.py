@@ -56,8 +56,15 @@ def objectives(cfg: Config) -> list[str]:
     return ["lam"] + [f"lam+{term}:{lam:g}" for term in cfg.terms for lam in cfg.lambdas]
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
-    rows = ls.run_sweep(cfg, run_dir, log)
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return ls.plan_keys(cfg)
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
+    ls.run_sweep(cfg, run_dir, jobs_parallel or 0, log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
     for probe in PROBES:  # paired difference: same data, same seed
         base = {(r["p_switch"], r["seed"]): r[probe] for r in rows if r["objective"] == "lam"}
         for r in rows:
@@ -66,7 +73,7 @@ def run(cfg: Config, run_dir: RunDir, log=print) -> None:
     metrics = ls.METRICS + [f"delta_{p}" for p in PROBES] + (ls.BOUND_METRICS if cfg.bounds else [])
     models = [{k: r[k] for k in ("objective", "p_switch", "seed", "prop48_lhs", "prop48_rhs")}
               for r in rows if cfg.bounds]  # Prop. 4.8 must hold model by model, not on average
-    run_dir.write_summary({"rows": summarize(rows, KEYS, metrics), "solver": cfg.solver, "models": models})
+    return {"rows": summarize(rows, KEYS, metrics), "solver": cfg.solver, "models": models}
 
 
 PROBES = ("probe_nmse", "probe_nmse_given_o")

@@ -2,7 +2,7 @@
 
 Objectives (Sec. 5): vanilla L_LAM (Eq. 5), L_LAM + L_X-exo (Eq. 16, paired views at the same sigma)
 and L_LAM + L_xi-robust with the action as the eta-robust target (Eq. 19, 1 % labels), trained as in
-App. C Table 2 (train_vq.py). Per row (config x seed), on the held-out split:
+App. C Table 2 (experiments/vqlam.py, on the engine). Per row (config x seed), on the held-out split:
 
 - consistency loss E||z - z~||^2 after quantization (Fig. 5b left, primary), before it, code-flip rate
 - exogenous-region MSE, raw and divided by the noise floor sigma^2/4 (Fig. 5b right; 1.0 = z carries
@@ -24,9 +24,10 @@ import math
 from exolam.errors import ConfigError, check_range
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
+from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
-from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, resolve_precision, run_jobs
+from exolam.train.engine import TrainConfig, resolve_precision
 
 NAME = "gridworld"
 KEYS = ["sigma", "objective"]
@@ -61,7 +62,7 @@ def quick_config() -> Config:
     cfg = Config(sigmas=(0.0, 0.5, 1.0), seeds=2)
     cfg.env = dataclasses.replace(cfg.env, n_train=8192, n_test=1024)
     cfg.model = VQLAMConfig(idm_channels=(32, 32, 32))
-    cfg.train = VQTrainConfig(steps=600)
+    cfg.train = TrainConfig(steps=600)
     return cfg
 
 
@@ -77,12 +78,19 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return [(j.config, j.seed) for j in jobs(cfg)]
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
     cfg.validate()
-    run_jobs(jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, log=log)
-    run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS),
-                           "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
-                           "steps": cfg.train.steps, "precision": resolve_precision(cfg.train.precision, cfg.device)})
+    run_jobs(jobs(cfg), run_dir, jobs_parallel=jobs_parallel, device=cfg.device, log=log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
+    return {"rows": summarize(rows, KEYS, METRICS),
+            "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
+            "steps": cfg.train.steps, "precision": resolve_precision(cfg.train.precision, cfg.device)}
 
 
 LABELS = {"lam": "vanilla $L_{LAM}$", "lam+xexo:1": "+ $L_{X\\text{-}exo}$", "lam+robust-action:1": "+ Action-pred"}

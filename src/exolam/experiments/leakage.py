@@ -41,12 +41,18 @@ def quick_config() -> Config:
     return ls.quick_sizes(cfg)
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
-    rows = ls.run_sweep(cfg, run_dir, log)
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return ls.plan_keys(cfg)
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
+    ls.run_sweep(cfg, run_dir, jobs_parallel or 0, log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
     metrics = ls.METRICS + [f"optimum_{m}" for m in ("probe_nmse", "probe_nmse_given_o", "leakage_var",
                                                        "leakage_var_given_o", "loss_train")]
-    run_dir.write_summary({"rows": summarize(rows, KEYS, metrics),
-                           "peak_p_switch": (cfg.env.n_xi - 1) / cfg.env.n_xi})
+    return {"rows": summarize(rows, KEYS, metrics), "peak_p_switch": (cfg.env.n_xi - 1) / cfg.env.n_xi}
 
 
 def plot(summary: dict):

@@ -1,18 +1,17 @@
 """Shared machinery of the linear-LAM figures (Fig. 2c, 3 right, 4): cells, training, evaluation.
 
 A *cell* is one (env config, objective, seed). All cells of a figure train together as ensembles
-(`train.train_linear_ensemble`), in groups whose rows are recorded as each group finishes, so a
-killed sweep resumes where it stopped. `--solver closed-form` replaces SGD by the global optimum
+(`train.linear.train_linear_ensemble`), in groups that are the tasks of the sweep runner
+(train/sweep.py): rows are recorded as each group finishes, so a killed sweep resumes where it
+stopped, and `--shard K/N` / `--jobs J` split the cells across machines / processes. `--solver closed-form` replaces SGD by the global optimum
 (`theory.py`) for the objectives that have one (L_LAM, L_LAM + lam L_X-exo).
 """
 
 from __future__ import annotations
 
 import abc
-import collections
 import dataclasses
 import os
-import sys
 from typing import Literal
 
 import torch
@@ -27,7 +26,8 @@ from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encod
 from exolam.models.linear import LinearLAM
 from exolam.objectives import format_objective, parse_objective, term_weights
 from exolam.theory import check_prop_4_8, lam_optimum, xexo_optimum
-from exolam.train import Diverged, LinearTrainConfig, train_linear_ensemble
+from exolam.train.linear import Diverged, LinearTrainConfig, train_linear_ensemble
+from exolam.train.sweep import Task, run_tasks, shard_items
 
 # every linear row; `_given_o` = the gauge-free companion (metrics/latent.py, "The gauge")
 METRICS = ["probe_nmse", "probe_nmse_given_o", "leakage_var", "leakage_var_given_o", "consistency_var",
@@ -87,11 +87,14 @@ def quick_sizes(cfg: LinearSweepConfig) -> LinearSweepConfig:
     return cfg
 
 
-def run_sweep(cfg: LinearSweepConfig, run: RunDir, log=print) -> list[dict]:
-    """Validate, train or solve every cell of cfg.grid() not yet recorded, and return all rows."""
+def run_sweep(cfg: LinearSweepConfig, run: RunDir, jobs: int = 0, log=print) -> None:
+    """Validate, then train or solve every cell of cfg.grid() in run's shard not yet recorded."""
     cfg.validate()
-    run_cells(make_cells(cfg, cfg.grid()), cfg, run, log)
-    return run.rows()
+    run_cells(plan(cfg), cfg, run, jobs, log)
+
+
+def plan_keys(cfg: LinearSweepConfig) -> list[tuple[str, int]]:
+    return [(c.config, c.seed) for c in plan(cfg)]
 
 
 def check_sweep(name: str, values, lo: float | None = None, hi: float | None = None) -> None:
@@ -231,65 +234,81 @@ def has_closed_form(objective: str) -> bool:
     return [t.name for t in parse_objective(objective)] in (["lam"], ["lam", "xexo"])
 
 
-def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, log=print) -> None:
-    """Train (or solve) every cell not yet in run's results.csv, recording rows group by group."""
-    done = run.done_keys()
-    todo = [c for c in cells if (c.config, c.seed) not in done]
+def plan(cfg: LinearSweepConfig) -> list[Cell]:
+    """The cells of cfg's sweep that this solver can produce, in row order (the closed-form solver has
+    no rows for objectives without a closed form)."""
+    cells = make_cells(cfg, cfg.grid())
+    return [c for c in cells if cfg.solver == "sgd" or has_closed_form(c.objective)]
+
+
+def run_cells(cells: list[Cell], cfg: LinearSweepConfig, run: RunDir, jobs: int = 0, log=print) -> None:
+    """Train (or solve) every cell of run's shard not yet recorded, as ensembles through the sweep runner."""
     if cfg.solver == "closed-form":
-        skipped = sorted({c.objective for c in todo if not has_closed_form(c.objective)})
+        skipped = sorted({c.objective for c in make_cells(cfg, cfg.grid()) if not has_closed_form(c.objective)})
         if skipped:
             log(f"closed-form solver: no closed form for {', '.join(skipped)} (L_xi-robust learns a head W "
                 "coupled to the rank-limited IDM); those rows are skipped, use --solver sgd for them")
-        todo = [c for c in todo if has_closed_form(c.objective)]
-    if len(done):
-        log(f"{run.path}: resuming, {len(done)} rows already recorded, {len(todo)} to go")
+    done = run.done_keys()
+    todo = [c for c in shard_items(cells, run) if (c.config, c.seed) not in done]
     # an ensemble holds models of one objective family, so it computes only that family's terms
     families: dict[tuple, list[Cell]] = {}
     for c in todo:
         families.setdefault(c.family, []).append(c)
     size = 1 if cfg.solver == "closed-form" else cfg.group
     groups = [f[i : i + size] for f in families.values() for i in range(0, len(f), size)]
+    # in this process each (env config, seed) dataset is generated once and dropped after its last group
+    last = {_env_key(c): gi for gi, g in enumerate(groups) for c in g}
+    tasks = [Task(tuple((c.config, c.seed) for c in g), run_group,
+                  (g, cfg, [k for k, gi in last.items() if gi == i] if jobs == 0 else None)) for i, g in enumerate(groups)]
+    run_tasks(tasks, run, [(c.config, c.seed) for c in cells], jobs=jobs, log=log)
 
-    # each (env config, seed) dataset is generated once and dropped after its last cell
-    env_key = lambda c: (dataclasses.astuple(c.env), c.seed)  # noqa: E731
-    uses = collections.Counter(env_key(c) for c in todo)
-    envs: dict[tuple, LinearExBMDP] = {}
-    n_done = 0
-    for group in groups:
-        for c in group:
-            if env_key(c) not in envs:
-                envs[env_key(c)] = make_linear_exbmdp(c.env, c.seed)
-        group_envs = [envs[env_key(c)] for c in group]
-        if cfg.solver == "sgd":
-            try:
-                params, parts = train_linear_ensemble(group_envs, [c.objective for c in group],
-                                                      [c.seed for c in group], cfg.train, device=cfg.device)
-            except Diverged as e:
-                bad = group[e.model]
-                raise ConfigError(f"{bad.config}, seed {bad.seed}: {e}") from None
-            weights = torch.tensor([term_weights(c.objective) for c in group])
-            train_loss = (parts * weights).sum(1).tolist()
-        rows = []
-        for m, (c, e) in enumerate(zip(group, group_envs)):
-            splits = (e.transitions("train"), e.transitions("test"))  # rendered once per cell
-            heads = {}
-            if cfg.solver == "closed-form":
-                lam, loss = _closed_form(c, splits[0], cfg.train.d_z)
-            else:
-                lam, loss = params.select(m), train_loss[m]
-                heads = {t: W[m] for t, W in (("action", params.W_a), ("q", params.W_q)) if f"robust-{t}" in c.family}
-            row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
-                   "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits, heads, cfg.bounds),
-                   "loss_train": loss}
-            if cfg.with_optimum and c.objective == "lam":  # Prop. 4.2 check
-                opt, loss_opt = lam_optimum(splits[0].o, splits[0].o_next, cfg.train.d_z)
-                row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples, splits).items()})
-                row["optimum_loss_train"] = loss_opt
-            rows.append(row)
-            uses[env_key(c)] -= 1
-            if not uses[env_key(c)]:
-                del envs[env_key(c)]
-        run.append(rows, order=[(c.config, c.seed) for c in cells])
-        n_done += len(group)
-        log(f"  {run.name}: {n_done}/{len(todo)} cells done")
-        sys.stdout.flush()
+
+_ENVS: dict[tuple, LinearExBMDP] = {}  # this process's datasets, shared by the groups that use them
+
+
+def _env_key(c: Cell) -> tuple:
+    return dataclasses.astuple(c.env), c.seed
+
+
+def run_group(group: list[Cell], cfg: LinearSweepConfig, release: list[tuple] | None) -> list[dict]:
+    """One ensemble (or one closed-form cell): train, evaluate, return its rows. `release`: the
+    datasets this group uses last (None: drop every dataset it built, as a worker process does)."""
+    for c in group:
+        if _env_key(c) not in _ENVS:
+            _ENVS[_env_key(c)] = make_linear_exbmdp(c.env, c.seed)
+    group_envs = [_ENVS[_env_key(c)] for c in group]
+    try:
+        return _group_rows(group, group_envs, cfg)
+    finally:
+        for k in ([_env_key(c) for c in group] if release is None else release):
+            _ENVS.pop(k, None)
+
+
+def _group_rows(group: list[Cell], group_envs: list[LinearExBMDP], cfg: LinearSweepConfig) -> list[dict]:
+    if cfg.solver == "sgd":
+        try:
+            params, parts = train_linear_ensemble(group_envs, [c.objective for c in group],
+                                                  [c.seed for c in group], cfg.train, device=cfg.device)
+        except Diverged as e:
+            bad = group[e.model]
+            raise ConfigError(f"{bad.config}, seed {bad.seed}: {e}") from None
+        weights = torch.tensor([term_weights(c.objective) for c in group])
+        train_loss = (parts * weights).sum(1).tolist()
+    rows = []
+    for m, (c, e) in enumerate(zip(group, group_envs)):
+        splits = (e.transitions("train"), e.transitions("test"))  # rendered once per cell
+        heads = {}
+        if cfg.solver == "closed-form":
+            lam, loss = _closed_form(c, splits[0], cfg.train.d_z)
+        else:
+            lam, loss = params.select(m), train_loss[m]
+            heads = {t: W[m] for t, W in (("action", params.W_a), ("q", params.W_q)) if f"robust-{t}" in c.family}
+        row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
+               "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits, heads, cfg.bounds),
+               "loss_train": loss}
+        if cfg.with_optimum and c.objective == "lam":  # Prop. 4.2 check
+            opt, loss_opt = lam_optimum(splits[0].o, splits[0].o_next, cfg.train.d_z)
+            row.update({f"optimum_{k}": v for k, v in evaluate(opt, e, cfg.eval_samples, splits).items()})
+            row["optimum_loss_train"] = loss_opt
+        rows.append(row)
+    return rows

@@ -1,7 +1,10 @@
 """`exolam report`: DIR/report.md with every figure and the table of paper claims.
 
-Every number in the report is computed from the run folders' summary.json files by the
-experiment modules' `claims()`; nothing is typed in by hand.
+For every experiment folder under DIR that holds a run (config.json), the shards' rows are merged
+into results.csv and summary.json and the figure are rebuilt from results.csv (`finish`), so
+the report of a sharded sweep is exactly that of an unsharded one. A sweep with rows still missing
+is reported as partial, with its row count. Every number in the report is computed from those
+files by the experiment modules' `claims()`; nothing is typed in by hand.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from exolam.errors import ConfigError
+from exolam.experiments.plotting import close
 from exolam.experiments.registry import available
-from exolam.runio import RunDir, atomic_write
+from exolam.runio import RunDir, atomic_write, from_jsonable
 
 HEADER = """# exolam report
 
@@ -29,25 +33,44 @@ def _preset(config: dict) -> str:
                                   f"solver={solver}" if "solver" in config else ""] if x)
 
 
+def finish(name: str, mod, cfg, run) -> dict:
+    """summary.json and the figure from the run's results.csv (shards merged first); the summary."""
+    rows = run.merge([tuple(k) for k in mod.plan(cfg)])
+    summary = mod.summarize_rows(cfg, rows)
+    summary["n_rows"], summary["n_planned"] = len(rows), len(mod.plan(cfg))
+    run.write_summary(summary)
+    summary = run.summary()
+    fig = mod.plot(summary)
+    run.save_figure(fig)
+    close(fig)
+    return summary
+
+
 def build_report(out: str | Path) -> tuple[str, int]:
     """Markdown text of the report and the number of experiments it covers."""
     out = Path(out)
     sections, table = [], []
     for name, mod in available().items():
         run = RunDir(out, name)
-        if not run.summary_json.exists():
+        if not run.config_json.exists() or not (run.merged_csv.exists() or run.shard_files()):
             continue
-        summary, config = run.summary(), run.config()
+        config = run.config()
+        try:
+            cfg = from_jsonable(mod.Config, config)
+        except TypeError as e:
+            raise ConfigError(f"{run.config_json}: not a config of {name} ({e}); written by another version?") from None
+        summary = finish(name, mod, cfg, run)
         try:
             rows = mod.claims(summary)
         except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as e:  # valid JSON, wrong content
-            raise ConfigError(f"{run.summary_json}: not a summary of {name} ({type(e).__name__}: {e}); rerun the "
-                              f"`exolam reproduce {name}` command that wrote it (it rewrites summary.json "
-                              "from results.csv)") from None
+            raise ConfigError(f"{run.summary_json}: not a summary of {name} ({type(e).__name__}: {e}); rerun "
+                              f"`exolam report` (it rewrites summary.json from results.csv)") from None
+        partial = summary["n_rows"] < summary["n_planned"]
+        tag = f" (partial: {summary['n_rows']} of {summary['n_planned']} rows)" if partial else ""
         for r in rows:
-            table.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | **{r['holds']}** | {name} |")
+            table.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | **{r['holds']}**{tag} | {name} |")
         doc = (mod.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        sections.append(f"## {name}\n\n{doc}\n\nRun: `{_preset(config)}`; files in `{name}/`.\n\n"
+        sections.append(f"## {name}\n\n{doc}\n\nRun: `{_preset(config)}`{tag}; files in `{name}/`.\n\n"
                         f"![{name}]({name}/{name}.png)\n")
     if not sections:
         return "", 0

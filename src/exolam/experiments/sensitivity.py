@@ -41,9 +41,16 @@ def quick_config() -> Config:
     return ls.quick_sizes(cfg)
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
-    rows = ls.run_sweep(cfg, run_dir, log)
-    run_dir.write_summary({"rows": summarize(rows, KEYS, ls.METRICS)})
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return ls.plan_keys(cfg)
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
+    ls.run_sweep(cfg, run_dir, jobs_parallel or 0, log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
+    return {"rows": summarize(rows, KEYS, ls.METRICS)}
 
 
 def _curves(summary: dict) -> dict[float, list[dict]]:

@@ -28,9 +28,8 @@ import math
 
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, summarize
-from exolam.objectives import format_objective, parse_objective
-from exolam.train_vq import METRICS, resolve_precision, run_jobs
+from exolam.experiments.vqlam import run_jobs
+from exolam.runio import RunDir
 
 NAME = "swap"
 KEYS = gridworld.KEYS
@@ -53,13 +52,18 @@ def quick_config() -> Config:
     return Config(**{f.name: getattr(q, f.name) for f in dataclasses.fields(q)})
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return gridworld.plan(cfg)
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
     cfg.validate()
     reuse = [run_dir.path.parent / gridworld.NAME / "checkpoints"] if cfg.reuse_gridworld else []
-    run_jobs(gridworld.jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, reuse=reuse, log=log)
-    run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS),
-                           "objectives": [format_objective(parse_objective(o)) for o in cfg.objectives],
-                           "steps": cfg.train.steps, "precision": resolve_precision(cfg.train.precision, cfg.device)})
+    run_jobs(gridworld.jobs(cfg), run_dir, jobs_parallel=jobs_parallel, device=cfg.device, reuse=reuse, log=log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
+    return gridworld.summarize_rows(cfg, rows)
 
 
 def plot(summary: dict):

@@ -36,7 +36,8 @@ from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
-from exolam.train_vq import METRICS, Job, VQSweepConfig, VQTrainConfig, make_job, resolve_precision, run_jobs
+from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
+from exolam.train.engine import TrainConfig, resolve_precision
 
 NAME = "xexo-sweep"
 KEYS = ["budget", "lam_xexo"]
@@ -77,7 +78,7 @@ class Config(VQSweepConfig):
 def quick_config() -> Config:
     """CI size: the gridworld quick model/data, lam in {1, 8} + vanilla, budgets 150 and 600 updates."""
     q = gridworld.quick_config()
-    train = dataclasses.replace(q.train, steps=VQTrainConfig().steps)  # unused: the budgets set the updates
+    train = dataclasses.replace(q.train, steps=TrainConfig().steps)  # unused: the budgets set the updates
     return Config(env=q.env, model=q.model, train=train, seeds=2,
                   lams=(1.0, 8.0), budgets=(q.train.steps // 4, q.train.steps))
 
@@ -99,12 +100,19 @@ def jobs(cfg: Config) -> list[Job]:
     return out
 
 
-def run(cfg: Config, run_dir: RunDir, log=print) -> None:
+def plan(cfg: Config) -> list[tuple[str, int]]:
+    return [(j.config, j.seed) for j in jobs(cfg)]
+
+
+def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
     cfg.validate()
     reuse = [run_dir.path.parent / gridworld.NAME / "checkpoints"] if cfg.reuse_gridworld else []
-    run_jobs(jobs(cfg), run_dir, workers=cfg.workers, device=cfg.device, reuse=reuse, log=log)
-    run_dir.write_summary({"rows": summarize(run_dir.rows(), KEYS, METRICS), "sigma": cfg.sigma,
-                           "budgets": sorted(cfg.budgets), "precision": resolve_precision(cfg.train.precision, cfg.device)})
+    run_jobs(jobs(cfg), run_dir, jobs_parallel=jobs_parallel, device=cfg.device, reuse=reuse, log=log)
+
+
+def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
+    return {"rows": summarize(rows, KEYS, METRICS), "sigma": cfg.sigma, "budgets": sorted(cfg.budgets),
+            "precision": resolve_precision(cfg.train.precision, cfg.device)}
 
 
 def leak_share(exo_mse_norm: float, lam: float) -> float:

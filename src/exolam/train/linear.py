@@ -1,22 +1,18 @@
-"""Training loops.
+"""Linear LAM ensembles with closed-form gradients (the image LAMs train on `train.engine`).
 
 - `train_linear_ensemble`: M linear LAMs (seeds x configs of one figure) stacked along a leading
   dim and trained together in one process, with the gradients of Eq. (5) + (16) + (19) written in
   closed form (the loss is quadratic in each factor) and one Adam pass over a flat parameter buffer. Model m sees
   the same init and minibatch stream as a one-by-one run with its seed, so the two agree.
-- `train_single`: the plain autograd loop for any LAM with the `models/base.py` protocol and an
-  `objectives.Objective` (the reference the ensemble is checked against, and the VQ LAM's loop).
+  The reference it is checked against is the engine's autograd loop (tests/test_train_linear.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
-
 import torch
 
-from exolam import seeding
-from exolam.data.transitions import Transitions
+from exolam.data.sampling import batch_indices
 from exolam.envs.linear import LinearExBMDP
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models.linear import LinearParams
@@ -40,16 +36,6 @@ class LinearTrainConfig:
         check_range(f"{prefix}.lr", self.lr, 0.0, None, lo_open=True)
         check_range(f"{prefix}.d_z", self.d_z, 1, d_o)
         return self
-
-
-def batch_indices(seed: int, n: int, steps: int, batch_size: int, chunk: int = 1000) -> Iterator[torch.Tensor]:
-    """The minibatch stream of a model with this seed: `steps` rows of `batch_size` indices < n."""
-    g = torch.Generator().manual_seed(seeding.minibatches(seed))
-    done = 0
-    while done < steps:
-        k = min(chunk, steps - done)
-        yield from torch.randint(n, (k, batch_size), generator=g)
-        done += k
 
 
 @dataclasses.dataclass
@@ -284,22 +270,3 @@ def _check_finite(flat: torch.Tensor, p: LinearParams, cfg: LinearTrainConfig, s
         m = int(bad.nonzero()[0])
         raise Diverged(m, f"train.lr = {cfg.lr:g}: training diverged (model {m}: non-finite weights after "
                           f"{step} steps); lower --train.lr")
-
-
-def train_single(lam, objective, data: Transitions, seed: int, steps: int, batch_size: int, lr: float,
-                 grad_clip: float | None = None, indices: Iterator[torch.Tensor] | None = None) -> list[float]:
-    """Plain autograd loop: Adam on lam + objective heads, minibatches from the seed's stream."""
-    params = list(lam.parameters()) + list(objective.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    indices = indices if indices is not None else batch_indices(seed, len(data), steps, batch_size)
-    losses = []
-    for _ in range(steps):
-        batch = data.index(next(indices))
-        loss, _ = objective(lam, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses

@@ -1,0 +1,271 @@
+"""The one training loop for image LAMs: any model with the idm/fdm protocol, any `Objective`, any
+batch source, on Lightning Fabric (the linear closed-form ensembles keep their own loop, train/linear.py).
+
+Per update k (App. C Table 2 defaults: Adam lr 3e-4, batch 128, global-norm clip 5.0):
+
+    batch   = next(source.batches(start))        global batch of update k (data/sampling.py);
+                                                 with N processes, rank r takes rows [r B/N, (r+1) B/N)
+    loss    = objective(model, batch)            e.g. L_LAM + lam_xexo L_X-exo (Eq. 5 + Eq. 16)
+    grads   = d loss / d params                  averaged over ranks by DDP = the global batch's gradient
+    clip ||grads||_2 to grad_clip; Adam step; hooks(k + 1, model)   (e.g. an EMA target encoder, App. D)
+
+The same code runs on 1 CPU, N CPU processes (gloo DDP), 1 GPU and N GPUs (NCCL), and under
+`torchrun` or SLURM (Fabric reads their environment): `devices`, `strategy` and `precision`
+("32" or "bf16-mixed": forward under autocast, fp32 master weights and Adam state) choose it.
+`precision="auto"` is bf16-mixed only on a CPU that computes bf16 natively (avx512_bf16 / AMX;
+emulated bf16 on an AVX2-only CPU is ~15x slower) and fp32 elsewhere, CUDA included (the small
+LAMs of the paper gain nothing from bf16 there).
+
+Resume. Every `save_every` updates (and at the end) the model, the objective's heads, Adam, the
+step, the loss accumulator and every RNG go to the checkpoint folder (train/checkpoint.py). A run
+started again with the same `spec` continues from it and, because the minibatch stream is a
+function of (seed, step) alone, ends bit-identical on CPU fp32 to a run never interrupted. A
+checkpoint written by another spec is refused, not overwritten.
+
+Metrics: `metrics.jsonl` gets {"step", "loss", per-term parts} every `log_every` updates and
+{"step", "eval": {...}} every `eval_every` updates (rank 0; lines beyond the resumed step are
+dropped on resume). A tqdm bar is shown on rank 0 when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import nn
+
+from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.objectives import Objective, format_objective
+from exolam.runio import atomic_write, to_jsonable
+from exolam.train import checkpoint
+
+PRECISIONS = ("auto", "32", "bf16-mixed")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The engine's settings; defaults are App. C Table 2 (the lambdas live in the objective string)."""
+
+    steps: int = 16_000
+    """Adam updates"""
+    batch_size: int = 128
+    """global batch (split across devices)"""
+    lr: float = 3e-4
+    grad_clip: float = 5.0
+    """max global gradient norm"""
+    precision: Literal["auto", "32", "bf16-mixed"] = "auto"
+    """32, bf16-mixed (autocast forward, fp32 weights), or auto: bf16-mixed on a CPU with native bf16"""
+    devices: int = 1
+    """processes (CPU) or GPUs per model"""
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    """auto: one device, or ddp_spawn for several (ddp under torchrun / SLURM)"""
+    save_every: int = 1000
+    """updates between resumable checkpoints"""
+    log_every: int = 100
+    """updates between metrics.jsonl lines (0: none)"""
+
+    def validate(self, prefix: str = "train") -> "TrainConfig":
+        for name in ("steps", "batch_size", "devices", "save_every"):
+            check_positive_int(f"{prefix}.{name}", getattr(self, name))
+        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 0:
+            raise ConfigError(f"{prefix}.log_every = {self.log_every!r} must be an integer >= 0")
+        check_range(f"{prefix}.lr", self.lr, 0.0, None, lo_open=True)
+        check_range(f"{prefix}.grad_clip", self.grad_clip, 0.0, None, lo_open=True)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{prefix}.precision = {self.precision!r} must be one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"{prefix}.strategy = {self.strategy!r} must be one of {', '.join(STRATEGIES)}")
+        if self.batch_size % self.devices:
+            raise ConfigError(f"{prefix}.batch_size = {self.batch_size} must be divisible by {prefix}.devices = "
+                              f"{self.devices} (each process takes an equal slice of the global batch)")
+        return self
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> bf16-mixed on a CPU with native bf16, 32 elsewhere (CUDA included); others unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if torch.device(device).type == "cpu" and native_bf16_cpu() else "32"
+
+
+def _launched_externally() -> bool:
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def make_fabric(cfg: TrainConfig, device: str = "cpu"):
+    """The Fabric of a run: accelerator from `device` ("cpu", "cuda", "cuda:i"), the rest from cfg."""
+    from lightning_fabric import Fabric
+
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    dev = torch.device(device)
+    devices = [dev.index] if dev.type == "cuda" and dev.index is not None and cfg.devices == 1 else cfg.devices
+    strategy = cfg.strategy
+    if strategy == "auto" and cfg.devices > 1:
+        strategy = "ddp" if _launched_externally() else "ddp_spawn"
+    precision = {"32": "32-true"}.get(resolve_precision(cfg.precision, device), "bf16-mixed")
+    return Fabric(accelerator=dev.type, devices=devices, strategy=strategy, precision=precision)
+
+
+class Trainee(nn.Module):
+    """The model and the objective's heads as one module, so DDP averages all their gradients."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch):
+        return self.objective(self.model, batch)
+
+
+@dataclasses.dataclass
+class FitResult:
+    loss_train: float
+    """mean total loss over the last 1 % of updates (all ranks)"""
+    seconds: float
+    """wall time of the updates run by this call"""
+    start: int
+    """the update this call started from (> 0 when resumed)"""
+
+
+Hook = Callable[[int, nn.Module], None]
+
+
+def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig, *, spec: dict,
+        ckpt: str | Path | None = None, hooks: Sequence[Hook] = (), evaluate: Callable | None = None,
+        eval_every: int = 0, metrics: str | Path | None = None, desc: str = "train") -> FitResult:
+    """Train `model` with `objective` on `source` for cfg.steps updates (resuming from `ckpt`).
+
+    `spec`: JSON-able identity of the run (what determines its weights); a checkpoint whose spec
+    differs is refused. `evaluate(model) -> dict`, every `eval_every` updates, to metrics.jsonl.
+    """
+    trainee = Trainee(model, objective)
+    opt = torch.optim.Adam(trainee.parameters(), lr=cfg.lr, foreach=True)  # not fused: 6-15x slower on CPU
+    trainee, opt = fabric.setup(trainee, opt)
+    ckpt = None if ckpt is None else checkpoint.resolve(ckpt)
+    start, acc = 0, torch.zeros((), device=fabric.device)
+    if ckpt is not None and ckpt.exists():
+        start, acc = _resume(ckpt, spec, model, objective, opt, fabric)
+    tail_from = cfg.steps - max(1, cfg.steps // 100)
+    rank0 = fabric.global_rank == 0
+    log = _Metrics(metrics, start) if metrics is not None and rank0 else None
+    bar = _bar(cfg.steps, start, desc, rank0)
+    world, rank = fabric.world_size, fabric.global_rank
+    local = cfg.batch_size // world
+    t0 = time.perf_counter()
+    for step, batch in zip(range(start, cfg.steps), source.batches(start)):
+        if world > 1:
+            batch = batch.index(slice(rank * local, (rank + 1) * local))
+        loss, parts = trainee(fabric.to_device(batch))
+        opt.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        try:
+            fabric.clip_gradients(trainee, opt, max_norm=cfg.grad_clip)
+        except RuntimeError as e:
+            if "non-finite" not in str(e):
+                raise
+            raise ConfigError(f"train.lr = {cfg.lr:g}: training diverged (non-finite gradients at update {step + 1}); "
+                              "lower --train.lr") from None
+        opt.step()
+        for hook in hooks:
+            hook(step + 1, model)
+        if step >= tail_from:
+            acc += loss.detach().float()
+        done = step + 1
+        if log is not None and cfg.log_every and done % cfg.log_every == 0:
+            log.write({"step": done, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
+        if evaluate is not None and eval_every and done % eval_every == 0 and rank0:
+            log and log.write({"step": done, "eval": _evaluate(evaluate, model)})
+        if ckpt is not None and done % cfg.save_every == 0 and done < cfg.steps:
+            save(fabric, ckpt, model, objective, opt, spec, cfg, source, done, acc)
+        bar is not None and bar.update(1)
+    seconds = time.perf_counter() - t0
+    bar is not None and bar.close()
+    loss_train = float(fabric.all_reduce(acc, reduce_op="mean")) / max(1, cfg.steps - tail_from)
+    if not math.isfinite(loss_train):
+        raise ConfigError(f"train.lr = {cfg.lr:g}: training diverged (non-finite loss {loss_train}); lower --train.lr")
+    if ckpt is not None and start < cfg.steps:  # the finished checkpoint: it carries loss_train
+        save(fabric, ckpt, model, objective, opt, spec, cfg, source, cfg.steps, acc,
+             {"loss_train": loss_train, "train_seconds": seconds, "resumed_from": start,
+              "updates_per_s": (cfg.steps - start) / max(seconds, 1e-9)})
+    return FitResult(loss_train, seconds, start)
+
+
+def _evaluate(evaluate: Callable, model: nn.Module) -> dict:
+    model.eval()
+    try:
+        with torch.no_grad():
+            return evaluate(model)
+    finally:
+        model.train()
+
+
+def save(fabric, ckpt: Path, model, objective, opt, spec: dict, cfg: TrainConfig, source, step: int,
+         acc: torch.Tensor, extra: dict | None = None) -> None:
+    """Write the resumable checkpoint of update `step` (rank 0 writes, every rank waits)."""
+    if fabric.global_rank == 0:
+        meta = {"spec": spec, "step": step, "steps": cfg.steps, "objective": format_objective(objective.terms),
+                "target_dims": objective.target_dims, "data": source.spec(),
+                "train": to_jsonable(cfg), **(extra or {})}
+        checkpoint.write(ckpt, meta, model, {"objective": objective, "optimizer": opt,
+                                             "state": {"step": step, "loss_tail_sum": float(acc)}})
+    fabric.barrier()
+
+
+def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int, torch.Tensor]:
+    meta = checkpoint.read_config(ckpt)
+    if meta.get("spec") != json.loads(json.dumps(spec)):
+        raise ConfigError(f"checkpoint {ckpt}: written by another run (its spec differs from this one's); remove "
+                          "it or choose another --out")
+    checkpoint.load_state(model, ckpt / "model.safetensors", ckpt, type(model).__name__)
+    state = checkpoint.read_training(ckpt, objective, opt)
+    return int(state["step"]), torch.tensor(state["loss_tail_sum"], dtype=torch.float32, device=fabric.device)
+
+
+class _Metrics:
+    """metrics.jsonl: appended line by line; a resumed run first drops the lines past its step."""
+
+    def __init__(self, path: str | Path, start: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
+                    if ln.endswith("\n") and _step_of(ln) <= start]
+            atomic_write(self.path, "".join(keep))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize
+
+
+def _bar(total: int, start: int, desc: str, rank0: bool):
+    if not (rank0 and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, leave=False)
