@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exolam.data import video
-from exolam.data.lerobot_write import LEGACY, NUMERIC, VERSION, write_dataset
+from exolam.data.lerobot_write import LEGACY, VERSION, write_dataset
 from exolam.errors import ConfigError
 from exolam.runio import read_json
 
@@ -108,7 +108,7 @@ class LeRobotDataset:
         self.fps = fps
         self.features = self._check_features(info["features"])
         self.video_keys = [k for k, ft in self.features.items() if ft["dtype"] == "video"]
-        self._numeric = [k for k, ft in self.features.items() if ft["dtype"] in NUMERIC or _np_dtype(ft) is not None]
+        self.numeric_keys = [k for k, ft in self.features.items() if _np_dtype(ft) is not None]
         if self.video_keys and not isinstance(info.get("video_path"), str):
             raise ConfigError(f"{self._info_path}: video_path is missing (features {self.video_keys} are videos)")
         self._episodes = self._open_v3() if self.version == VERSION else self._open_legacy()
@@ -118,8 +118,8 @@ class LeRobotDataset:
         if isinstance(total, int) and total != self.num_frames:
             raise ConfigError(f"{self._info_path}: total_frames = {total}, the episodes' lengths sum to "
                               f"{self.num_frames}")
-        self._check_data_files()
         self._reset_caches()
+        self._check_data_files()
         if self.version == VERSION:  # few, large mp4 files: probe their headers now
             for ep in self._episodes:
                 for key in self.video_keys:
@@ -128,29 +128,27 @@ class LeRobotDataset:
     # -- opening
 
     def _check_features(self, feats) -> dict:
+        """info.json's features, checked; fills `video_shapes` ({key: (H, W, C)})."""
         if not isinstance(feats, dict) or not feats:
             raise ConfigError(f"{self._info_path}: features must be a non-empty object")
-        out = {}
+        self.video_shapes = {}
         for key, ft in feats.items():
             where = f"{self._info_path}: features['{key}']"
-            shape = ft.get("shape") if isinstance(ft, dict) else None
-            if not isinstance(ft.get("dtype") if isinstance(ft, dict) else None, str) or not isinstance(shape, list) \
-                    or not all(isinstance(d, int) and d > 0 for d in shape):
+            ok = isinstance(ft, dict) and isinstance(ft.get("dtype"), str) and isinstance(ft.get("shape"), list)
+            if not ok or not all(isinstance(d, int) and d > 0 for d in ft["shape"]):
                 raise ConfigError(f"{where} needs a dtype (str) and a shape (list of positive ints)")
-            ft = dict(ft)
-            if ft["dtype"] == "video":
-                names = ft.get("names") or ["height", "width", "channels"]
-                if len(shape) != 3:
-                    raise ConfigError(f"{where}: a video has a 3-dim shape, got {shape}")
-                if names[0] in ("channel", "channels"):  # a few ported v2.0 datasets store [C, H, W]
-                    shape = shape[1:] + shape[:1]
-                ft["hwc"] = tuple(shape)
-                vinfo = ft.get("info") or ft.get("video_info") or {}
-                codec = vinfo.get("video.codec")
-                if codec is not None and not video.decodable(str(codec)):
-                    raise ConfigError(f"{where}: video.codec '{codec}' cannot be decoded by this PyAV/FFmpeg build")
-            out[key] = ft
-        return out
+            if ft["dtype"] != "video":
+                continue
+            shape, names = list(ft["shape"]), ft.get("names") or ["height", "width", "channels"]
+            if len(shape) != 3:
+                raise ConfigError(f"{where}: a video has a 3-dim shape, got {shape}")
+            if names[0] in ("channel", "channels"):  # a few ported v2.0 datasets store [C, H, W]
+                shape = shape[1:] + shape[:1]
+            self.video_shapes[key] = tuple(shape)
+            codec = (ft.get("info") or ft.get("video_info") or {}).get("video.codec")
+            if codec is not None and not video.decodable(str(codec)):
+                raise ConfigError(f"{where}: video.codec '{codec}' cannot be decoded by this PyAV/FFmpeg build")
+        return feats
 
     def _open_v3(self) -> list[_Episode]:
         folder = self.root / "meta" / "episodes"
@@ -237,17 +235,15 @@ class LeRobotDataset:
                               f"episode {episode} from {source} ({e!r})") from None
 
     def _check_data_files(self) -> None:
+        """Every data file exists; v3 files (few) also have every numeric column (v2.1's: when first read)."""
         first = {}
         for ep in self._episodes:
-            first.setdefault(ep.data, ep.index)
+            first.setdefault(ep.data, ep)
         for path, ep in first.items():
             if not path.is_file():
-                raise ConfigError(f"{path}: missing (the data of episode {ep})")
-            names = _parquet_schema(path).names
-            for key in self._numeric + (["episode_index"] if self.version == VERSION else []):
-                if key not in names:
-                    raise ConfigError(f"{path}: column '{key}' (a feature in meta/info.json) is missing "
-                                      f"(episode {ep})")
+                raise ConfigError(f"{path}: missing (the data of episode {ep.index})")
+            if self.version == VERSION:
+                self._table(ep)
 
     # -- reading
 
@@ -257,24 +253,39 @@ class LeRobotDataset:
             raise IndexError(f"episode {episode!r} is out of range 0..{len(self._episodes) - 1}")
         return self._episodes[int(episode)]
 
-    def _rows(self, ep: _Episode) -> pa.Table:
-        """The parquet rows of one episode, checked against its length and frame_index."""
-        table = self._tables.pop(ep.data, None)
-        if table is None:
-            cols = [c for c in dict.fromkeys(self._numeric + ["episode_index", "frame_index"])
-                    if c in _parquet_schema(ep.data).names]
+    def _table(self, ep: _Episode) -> tuple[pa.Table, dict]:
+        """The numeric columns of the parquet file holding `ep`, and {episode: (first row, rows) or None}."""
+        cached = self._tables.pop(ep.data, None)
+        if cached is None:
+            names = _parquet_schema(ep.data).names
+            for key in self.numeric_keys + (["episode_index"] if self.version == VERSION else []):
+                if key not in names:
+                    raise ConfigError(f"{ep.data}: column '{key}' (a feature in meta/info.json) is missing "
+                                      f"(episode {ep.index})")
+            cols = [c for c in dict.fromkeys(self.numeric_keys + ["episode_index", "frame_index"]) if c in names]
             try:
                 table = pq.read_table(ep.data, columns=cols, memory_map=True)
             except (OSError, pa.ArrowException) as e:
                 raise ConfigError(f"{ep.data}: cannot be read as parquet ({e}) (episode {ep.index})") from None
-        self._tables[ep.data] = table
+            runs = {}  # v3 files hold several episodes, each in one run of rows (None: split in pieces)
+            if self.version == VERSION:
+                e = table.column("episode_index").to_numpy()
+                cuts = np.flatnonzero(np.diff(e)) + 1
+                for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(e)]):
+                    runs[int(e[a])] = None if int(e[a]) in runs else (int(a), int(b - a))
+            cached = (table, runs)
+        self._tables[ep.data] = cached
         while len(self._tables) > 4:
             self._tables.popitem(last=False)
+        return cached
+
+    def _rows(self, ep: _Episode) -> pa.Table:
+        """The parquet rows of one episode, checked against its length and frame_index."""
+        table, runs = self._table(ep)
         if self.version == VERSION:
-            rows = np.flatnonzero(table.column("episode_index").to_numpy() == ep.index)
-            if len(rows) and rows[-1] - rows[0] + 1 != len(rows):
+            if ep.index in runs and runs[ep.index] is None:
                 raise ConfigError(f"{ep.data}: the rows of episode {ep.index} are not contiguous")
-            table = table.slice(rows[0] if len(rows) else 0, len(rows))
+            table = table.slice(*runs.get(ep.index, (0, 0)))
         if table.num_rows != ep.length:
             raise ConfigError(f"{ep.data}: episode {ep.index} has {table.num_rows} rows, its length in the "
                               f"episode metadata is {ep.length}")
@@ -285,9 +296,9 @@ class LeRobotDataset:
 
     def column(self, key: str, episode: int) -> np.ndarray:
         """A numeric feature of one episode, [T, *shape] in its info.json dtype (NaN/inf refused)."""
-        if key not in self.features or key in self.video_keys or key not in self._numeric:
+        if key not in self.features or key in self.video_keys or key not in self.numeric_keys:
             raise ConfigError(f"{self._info_path}: '{key}' is not a numeric feature of this dataset "
-                              f"(numeric: {self._numeric})")
+                              f"(numeric: {self.numeric_keys})")
         ep = self._episode(episode)
         cached = self._columns.pop((key, ep.index), None)
         if cached is None:
@@ -313,7 +324,7 @@ class LeRobotDataset:
         except ConfigError as e:
             raise ConfigError(f"{e} (video '{key}' of episode {ep.index})") from None
         if (path, ep.index) not in self._checked:
-            h, w, _ = self.features[key]["hwc"]
+            h, w, _ = self.video_shapes[key]
             if (reader.height, reader.width) != (h, w):
                 raise ConfigError(f"{path}: frames are {reader.height}x{reader.width}, meta/info.json says {h}x{w} "
                                   f"for '{key}' (episode {ep.index})")
@@ -335,10 +346,10 @@ class LeRobotDataset:
                 raise IndexError(f"frame {t} is out of range 0..{ep.length - 1} of episode {ep.index}")
         reader, first = self._video(key, ep), ep.videos[key][1]
         try:
-            imgs = reader.read([first + t for t in idx], gray=self.features[key]["hwc"][2] == 1)
+            imgs = reader.read([first + t for t in idx], gray=self.video_shapes[key][2] == 1)
         except ConfigError as e:
             raise ConfigError(f"{e} (video '{key}' of episode {ep.index}, length {ep.length})") from None
-        h, w, c = self.features[key]["hwc"]
+        h, w, c = self.video_shapes[key]
         return np.stack(imgs) if imgs else np.zeros((0, h, w, c), np.uint8)
 
     def frames(self, key: str, episode: int, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -349,7 +360,7 @@ class LeRobotDataset:
     def validate(self, deep: bool = False) -> None:
         """Run every per-episode check now (rows, NaN/inf, video headers); `deep` also decodes every frame."""
         for ep in self._episodes:
-            for key in self._numeric:
+            for key in self.numeric_keys:
                 self.column(key, ep.index)
             for key in self.video_keys:
                 self._video(key, ep)
@@ -358,8 +369,8 @@ class LeRobotDataset:
                         self.frames(key, ep.index, t, min(t + 64, ep.length))
 
     @property
-    def tasks(self) -> list[str]:
-        """The task strings of each episode, by episode."""
+    def episode_tasks(self) -> list[list[str]]:
+        """The task strings of each episode."""
         return [e.tasks for e in self._episodes]
 
     def _reset_caches(self) -> None:

@@ -62,7 +62,7 @@ def write_dataset(root, episodes, features: dict, fps: int, *, codec: str = "av1
     feats = _check_features(features, fps, codec)
     if root.exists() and not overwrite:
         raise ConfigError(f"{root}: already exists; choose another folder or pass overwrite=True")
-    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
+    tmp, writer = root.with_name(f".{root.name}.tmp{os.getpid()}"), None
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -78,6 +78,8 @@ def write_dataset(root, episodes, features: dict, fps: int, *, codec: str = "av1
         else:
             os.replace(tmp, root)
     except BaseException as e:
+        if writer is not None:
+            writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise ConfigError(f"{root}: cannot write the dataset ({e.strerror or e})") from None
@@ -126,7 +128,7 @@ class _Writer:
         self.user = [k for k in feats if k not in DEFAULT_FEATURES]
         self.video_keys = [k for k in self.user if feats[k]["dtype"] == "video"]
         self.data_limit, self.video_limit = data_mb * 2**20, video_mb * 2**20
-        self.data_at, self.pending = (0, 0), []  # (chunk, file) of the data file being filled
+        self.data_at, self.pending, self.pending_bytes = (0, 0), [], 0  # (chunk, file) of the data file being filled
         self.video_at = {k: (0, 0) for k in self.video_keys}
         self.videos = dict.fromkeys(self.video_keys)  # key -> open VideoFileWriter
         self.rows, self.tasks, self.total = [], {}, 0
@@ -144,9 +146,10 @@ class _Writer:
         for k in cols:
             self.stats[k].add(arrays[k].astype(np.float64).reshape(n, *self.feats[k]["shape"]))
         self.pending.append(pa.table(cols))
+        self.pending_bytes += self.pending[-1].nbytes
         row = {"episode_index": i, "tasks": [task], "length": n, "data/chunk_index": self.data_at[0],
                "data/file_index": self.data_at[1], "dataset_from_index": self.total, "dataset_to_index": self.total + n}
-        if sum(t.nbytes for t in self.pending) >= self.data_limit:
+        if self.pending_bytes >= self.data_limit:
             self._flush_data()
         for key in self.video_keys:
             frames, (h, w, c) = arrays[key], self.feats[key]["shape"]
@@ -176,7 +179,13 @@ class _Writer:
             path = self.tmp / DATA_PATH.format(chunk_index=self.data_at[0], file_index=self.data_at[1])
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(pa.concat_tables(self.pending), path)
-            self.pending, self.data_at = [], self._next(*self.data_at)
+            self.pending, self.pending_bytes, self.data_at = [], 0, self._next(*self.data_at)
+
+    def abort(self) -> None:
+        """Close the open mp4 files (the caller removes the folder)."""
+        for vw in self.videos.values():
+            if vw is not None:
+                vw.abort()
 
     def finish(self, robot_type) -> None:
         if not self.rows:

@@ -69,7 +69,7 @@ class VideoFileWriter:
     def write(self, frames: np.ndarray) -> None:
         """Append uint8 frames [T, H, W, C]."""
         for img in frames:
-            frame = av.VideoFrame.from_ndarray(img[..., 0] if self._gray else img,
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[..., 0] if self._gray else img),
                                                format="gray" if self._gray else "rgb24")
             frame.pts = self.frames
             self.frames += 1
@@ -83,6 +83,13 @@ class VideoFileWriter:
     def close(self) -> None:
         self._mux(self._stream.encode())  # flush the encoder
         self._container.close()
+
+    def abort(self) -> None:
+        """Close without flushing (the write failed; the file is about to be removed)."""
+        try:
+            self._container.close()
+        except av.error.FFmpegError:
+            pass
 
 
 class VideoReader:

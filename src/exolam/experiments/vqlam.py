@@ -219,7 +219,8 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
     finally:
         torch.set_num_threads(threads)
     return [{"config": job.config, "seed": job.seed, **dict(job.extra), "objective": job.objective,
-             "steps": job.train.steps, "precision": job.train.precision, **metrics, "loss_train": loss_train}]
+             "steps": job.train.steps, "precision": job.train.precision, "device": torch.device(device).type,
+             **metrics, "loss_train": loss_train}]
 
 
 def run_jobs(jobs: list[Job], run: RunDir, *, jobs_parallel: int | None = None, device: str = "cpu", reuse=(),

@@ -42,6 +42,7 @@ from typing import Callable, Literal, Sequence
 import torch
 from torch import nn
 
+from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.objectives import Objective, format_objective
 from exolam.runio import atomic_write, to_jsonable
@@ -132,8 +133,8 @@ class Trainee(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, batch):
-        return self.objective(self.model, batch)
+    def forward(self, **fields):  # the batch's tensors as keywords: Fabric's precision plugins map over them
+        return self.objective(self.model, Transitions(**fields))
 
 
 @dataclasses.dataclass
@@ -174,7 +175,7 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     for step, batch in zip(range(start, cfg.steps), source.batches(start)):
         if world > 1:
             batch = batch.index(slice(rank * local, (rank + 1) * local))
-        loss, parts = trainee(fabric.to_device(batch))
+        loss, parts = trainee(**fabric.to_device(batch.fields()))
         opt.zero_grad(set_to_none=True)
         fabric.backward(loss)
         try:

@@ -1,0 +1,161 @@
+"""Frame windows (o_t, o_{t+k}) of a LeRobot dataset as `Transitions` batches, decoded in DataLoader workers.
+
+`WindowDataset` item i is one window of one episode, never crossing an episode boundary: windows
+are enumerated episode-major (episode 0's t = 0..len_0-1-k, then episode 1's, ...), k = frame_gap;
+an episode of length <= k contributes none. `fields` maps `Transitions` names to dataset feature keys:
+
+    o           required: o at t, o_next (same key) at t+k
+    a           the action at t
+    o_alt       a paired view at t; o_next_alt (same key) at t+k
+    label_mask  bool at t
+    s, xi       at t; s_next, xi_next (same key) at t+k
+
+Video frames become float32 [C, H, W] in [0, 1], resized to image_size x image_size (bilinear with
+antialiasing) when given. Numeric features come as stored ([*shape] in their dtype), except that an
+integer or bool feature of shape (1,) becomes one value per transition (a discrete action index or a
+mask: [B] in the batch, as `Transitions` holds them). Nothing is preloaded: frames are decoded in
+`__getitem__`, i.e. in the worker processes, so a dataset larger than memory trains.
+
+`WindowSource` is a batch source (see data/sampling.py): update k trains on the windows
+`batch_indices(seed, len(dataset), steps, batch_size)[k]`, the same rows a `TensorSource` over the
+same windows draws, so both yield identical batches for the same seed.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from exolam.data.lerobot import LeRobotDataset, open_dataset
+from exolam.data.sampling import batch_indices
+from exolam.data.transitions import Transitions
+from exolam.errors import ConfigError, check_positive_int
+
+AT_T = ("o", "a", "o_alt", "label_mask", "s", "xi")  # the fields a dataset key can be given for
+NEXT = {"o": "o_next", "o_alt": "o_next_alt", "s": "s_next", "xi": "xi_next"}  # also read at t+k
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows (t, t+k) inside episodes of a LeRobot dataset; items are dicts of tensors (see `collate`)."""
+
+    def __init__(self, dataset_or_root, fields: dict[str, str], frame_gap: int = 1, image_size: int | None = None,
+                 episodes=None):
+        ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
+        check_positive_int("frame_gap", frame_gap)
+        if image_size is not None:
+            check_positive_int("image_size", image_size)
+        if not isinstance(fields, dict) or "o" not in fields:
+            raise ConfigError(f"fields = {fields!r} must map Transitions fields to dataset keys and include 'o'")
+        for name, key in fields.items():
+            if name not in AT_T:
+                raise ConfigError(f"fields: '{name}' is not one of {list(AT_T)} (o_next etc. follow from o)")
+            if key not in ds.features:
+                raise ConfigError(f"fields['{name}'] = {key!r} is not a feature of {ds.root} "
+                                  f"(features: {sorted(ds.features)})")
+            if key not in ds.video_keys and key not in ds.numeric_keys:
+                raise ConfigError(f"fields['{name}'] = {key!r} has dtype '{ds.features[key]['dtype']}', which is "
+                                  "neither a video nor numeric")
+        n_eps = len(ds.episode_lengths)
+        self.episodes = list(range(n_eps)) if episodes is None else [int(e) for e in episodes]
+        for e in self.episodes:
+            if not 0 <= e < n_eps:
+                raise ConfigError(f"episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
+        self.dataset, self.fields, self.frame_gap, self.image_size = ds, dict(fields), frame_gap, image_size
+        self._starts = [0]  # window number of each episode's first window
+        for e in self.episodes:
+            self._starts.append(self._starts[-1] + max(0, ds.episode_lengths[e] - frame_gap))
+        if len(self) == 0:
+            raise ConfigError(f"{ds.root}: no episode is longer than frame_gap = {frame_gap}, so there are no windows")
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def window(self, i: int) -> tuple[int, int]:
+        """(episode, t) of window i: the pair (t, t + frame_gap) of that episode."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"window {i} is out of range 0..{len(self) - 1}")
+        j = bisect.bisect_right(self._starts, i) - 1
+        return self.episodes[j], i - self._starts[j]
+
+    def __getitem__(self, i) -> dict[str, torch.Tensor]:
+        episode, t = self.window(int(i))
+        item = {}
+        for name, key in self.fields.items():
+            times = [t, t + self.frame_gap] if name in NEXT else [t]
+            values = self._values(key, episode, times)
+            item[name] = values[0]
+            if name in NEXT:
+                item[NEXT[name]] = values[1]
+        return item
+
+    def _values(self, key: str, episode: int, times: list[int]) -> list[torch.Tensor]:
+        ds = self.dataset
+        if key in ds.video_keys:
+            frames = torch.from_numpy(ds.frames_at(key, episode, times)).permute(0, 3, 1, 2).float().div_(255)
+            if self.image_size is not None and frames.shape[-2:] != (self.image_size, self.image_size):
+                frames = F.interpolate(frames, size=(self.image_size, self.image_size), mode="bilinear",
+                                       antialias=True, align_corners=False)
+            return list(frames)  # (n, C, H, W) -> n x (C, H, W)
+        col = ds.column(key, episode)
+        scalar = col.dtype.kind in "biu" and col.shape[1:] == (1,)
+        return [torch.from_numpy(np.array(col[t, 0] if scalar else col[t])) for t in times]
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> Transitions:
+    """Stack items of `WindowDataset` into one `Transitions` batch."""
+    return Transitions(**{name: torch.stack([it[name] for it in items]) for name in items[0]})
+
+
+class _Rows(torch.utils.data.Sampler):
+    """The batch sampler: rows start..steps-1 of the minibatch stream, as index lists."""
+
+    def __init__(self, seed: int, n: int, steps: int, batch_size: int):
+        self.seed, self.n, self.steps, self.batch_size, self.start = seed, n, steps, batch_size, 0
+
+    def __iter__(self):
+        for idx in batch_indices(self.seed, self.n, self.steps, self.batch_size, self.start):
+            yield idx.tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+class WindowSource:
+    """Batch source over a `WindowDataset`: the windows of `batch_indices(seed, len(ds), steps, batch_size)`."""
+
+    def __init__(self, window_dataset: WindowDataset, seed: int, steps: int, batch_size: int, num_workers: int = 0,
+                 device: str | torch.device = "cpu"):
+        check_positive_int("steps", steps)
+        check_positive_int("batch_size", batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"num_workers = {num_workers!r} must be an integer >= 0")
+        self.dataset, self.seed, self.steps, self.batch_size = window_dataset, seed, steps, batch_size
+        self.num_workers, self.device = num_workers, torch.device(device)
+        self._rows = _Rows(seed, len(window_dataset), steps, batch_size)
+        self._loader = torch.utils.data.DataLoader(
+            window_dataset, batch_sampler=self._rows, num_workers=num_workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
+            worker_init_fn=_worker_init if num_workers > 0 else None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, start: int = 0) -> Iterator[Transitions]:
+        """Global batches of updates start, start+1, ..., steps-1."""
+        self._rows.start = start  # read when the loader's iterator starts (in this process)
+        for batch in self._loader:
+            yield batch.to(self.device) if self.device.type != "cpu" else batch
+
+    def spec(self) -> dict:
+        ds = self.dataset
+        return {"kind": "lerobot-windows", "root": str(ds.dataset.root), "version": ds.dataset.version,
+                "fields": dict(ds.fields), "frame_gap": ds.frame_gap, "image_size": ds.image_size,
+                "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed}

@@ -1,0 +1,60 @@
+"""The sweep runner (train/sweep.py): N shards writing one folder, merged by `exolam report`, give exactly
+the files of an unsharded run; bad --shard / --jobs values are one line."""
+
+import pytest
+
+from exolam.cli import main
+from exolam.runio import RunDir
+from exolam.train.sweep import parse_shard
+from exolam.errors import ConfigError
+
+GRID = ["--quick", "--sigmas", "0.5", "1", "--objectives", "lam", "lam+xexo:1", "--seeds", "2", "--train.steps", "12",
+        "--env.n-train", "256", "--env.n-test", "128", "--model.idm-channels", "8"]
+LINEAR = ["--quick", "--p-switches", "0", "0.5", "--seeds", "2", "--train.steps", "40", "--env.n-traj", "64",
+          "--env.n-test-traj", "32", "--eval-samples", "256"]
+
+
+def _files(out, name):
+    run = RunDir(out, name)
+    return run.merged_csv.read_text(), run.summary_json.read_text()
+
+
+@pytest.mark.parametrize("name,args,n", [("gridworld", GRID, 3), ("leakage", LINEAR, 2)])
+def test_shards_merged_by_report_equal_an_unsharded_run(tmp_path, name, args, n):
+    assert main(["reproduce", name, *args, "--out", str(tmp_path / "one"), "--jobs", "0"]) == 0
+    for k in range(1, n + 1):  # N shards into one folder (here one after the other)
+        assert main(["reproduce", name, *args, "--out", str(tmp_path / "many"), "--jobs", "0", "--shard", f"{k}/{n}"]) == 0
+    shard_rows = [len(RunDir(tmp_path / "many", name).rows(f)) for f in RunDir(tmp_path / "many", name).shard_files()]
+    assert len(shard_rows) == n and all(r > 0 for r in shard_rows)
+    assert not RunDir(tmp_path / "many", name).merged_csv.exists()  # nothing merged before the report
+    assert main(["report", "--out", str(tmp_path / "many")]) == 0
+    assert _files(tmp_path / "many", name) == _files(tmp_path / "one", name)
+    # a shard rerun has nothing left to do; a second report changes nothing
+    assert main(["reproduce", name, *args, "--out", str(tmp_path / "many"), "--jobs", "0", "--shard", f"1/{n}"]) == 0
+    assert main(["report", "--out", str(tmp_path / "many")]) == 0
+    assert _files(tmp_path / "many", name) == _files(tmp_path / "one", name)
+
+
+def test_a_partial_sweep_is_reported_as_partial(tmp_path):
+    out = str(tmp_path)
+    assert main(["reproduce", "gridworld", *GRID, "--out", out, "--jobs", "0", "--shard", "1/3"]) == 0
+    assert main(["report", "--out", out]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "partial: 3 of 8 rows" in text
+
+
+@pytest.mark.parametrize("flag,match", [(["--shard", "3/2"], "--shard = '3/2': K must be in 1..N"),
+                                        (["--shard", "0/2"], "K must be in 1..N"),
+                                        (["--shard", "a/b"], "--shard = 'a/b' must be K/N"),
+                                        (["--jobs", "-1"], "--jobs = -1 must be an integer >= 0")])
+def test_bad_shard_and_jobs_are_one_line(tmp_path, capsys, flag, match):
+    assert main(["reproduce", "gridworld", *GRID, "--out", str(tmp_path / "x"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_parse_shard():
+    assert parse_shard("2/5") == (2, 5)
+    with pytest.raises(ConfigError):
+        parse_shard("1/0")
