@@ -32,7 +32,7 @@ def test_leakage_writes_its_files_and_resumes(tmp_path, capsys):
     (d / "results.csv").write_text("".join(lines[:-1]))
     capsys.readouterr()
     assert _run(args) == 0
-    assert "resuming, 3 rows" in capsys.readouterr().out
+    assert "3 rows already recorded" in capsys.readouterr().out
     assert (d / "results.csv").read_text() == before
     assert _run(["report", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()

@@ -12,7 +12,8 @@ from exolam.experiments import gridworld, swap, xexo_sweep
 from exolam.experiments.plotting import close
 from exolam.runio import RunDir, to_jsonable
 from exolam.models.vq import VQLAMConfig
-from exolam.train_vq import METRICS, VQTrainConfig
+from exolam.experiments.vqlam import METRICS
+from exolam.train.engine import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -21,8 +22,8 @@ def _tiny(mod):
     cfg = mod.quick_config()
     cfg.env = dataclasses.replace(cfg.env, n_train=256, n_test=128)
     cfg.model = VQLAMConfig(idm_channels=(8,), idm_hidden=16, d_z=8, fdm_channels=(8, 8, 8, 8))
-    cfg.train = dataclasses.replace(cfg.train, batch_size=32) if mod is xexo_sweep else VQTrainConfig(steps=15, batch_size=32)
-    cfg.seeds, cfg.workers = 2, 0
+    cfg.train = dataclasses.replace(cfg.train, batch_size=32) if mod is xexo_sweep else TrainConfig(steps=15, batch_size=32)
+    cfg.seeds = 2
     if mod is xexo_sweep:
         cfg.lams, cfg.budgets = (1.0, 4.0), (5, 15)
     else:
@@ -33,7 +34,8 @@ def _tiny(mod):
 def _run(mod, out):
     cfg = _tiny(mod)
     run = RunDir(out, mod.NAME).open(to_jsonable(cfg))
-    mod.run(cfg, run, log=lambda *_: None)
+    mod.run(cfg, run, 0, log=lambda *_: None)
+    run.write_summary(mod.summarize_rows(cfg, run.rows()))
     return cfg, run
 
 
@@ -61,8 +63,8 @@ def test_swap_reuses_gridworld_checkpoints(tmp_path):
     cfg = _tiny(swap)
     run = RunDir(tmp_path, swap.NAME).open(to_jsonable(cfg))
     msgs = []
-    swap.run(cfg, run, log=msgs.append)
-    assert any("12 of 12 jobs evaluated from existing checkpoints" in m for m in msgs)
+    swap.run(cfg, run, 0, log=msgs.append)
+    assert any("12 of 12 jobs can be evaluated from existing checkpoints" in m for m in msgs)
     assert run.results_csv.read_text() == grid.results_csv.read_text()  # same bytes (NaN != NaN in dicts)
 
 

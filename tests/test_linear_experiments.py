@@ -7,6 +7,7 @@ import pytest
 
 from exolam.errors import ConfigError
 from exolam.experiments import auxiliary, leakage, sensitivity
+from exolam.experiments.report import finish
 from exolam.runio import RunDir
 
 TINY_ENV = dict(n_traj=40, n_test_traj=10)
@@ -68,6 +69,7 @@ def test_auxiliary_records_both_probes_and_the_bounds(tmp_path):
     cfg = _tiny(auxiliary, p_switches=(0.5,), lambdas=(1.0,))
     run = RunDir(tmp_path, "auxiliary").open({})
     auxiliary.run(cfg, run, log=lambda *_: None)
+    finish("auxiliary", auxiliary, cfg, run)
     rows = run.rows()
     assert len(rows) == 8 and {"probe_nmse_given_o", "consistency_var_given_o", "prop48_lhs", "exo_ratio_z"} <= set(rows[0])
     assert all(r["prop48_lhs"] <= r["prop48_rhs"] for r in rows)  # Prop. 4.8 holds for every model

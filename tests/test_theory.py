@@ -4,7 +4,7 @@ from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
 from exolam.metrics.latent import leakage_var
 from exolam.objectives import Objective
 from exolam.theory import cca, check_prop_4_8, lam_leakage_bound, lam_optimum, xexo_optimum
-from exolam.train import LinearTrainConfig, train_linear_ensemble
+from exolam.train.linear import LinearTrainConfig, train_linear_ensemble
 
 SMALL = LinearEnvConfig(d_s=4, d_o=16, n_xi=3, p_switch=0.5, n_traj=400, n_test_traj=50, traj_len=5)
 
