@@ -186,3 +186,38 @@ def make_dataset(cfg: GridWorldConfig) -> tuple[Transitions, Transitions]:
         g = torch.Generator().manual_seed(seeding.gridworld_split(cfg.seed, split_id))
         splits.append(_make_split(n, cfg, g))
     return splits[0], splits[1]
+
+
+# ---------------------------------------------------------------- LeRobot export
+
+# dataset feature of each Transitions field an exported grid world carries (data/windows.py `fields`)
+LEROBOT_FIELDS = {"o": "observation.grid", "o_alt": "observation.grid_alt", "a": "action",
+                  "label_mask": "action_is_labeled"}
+
+
+def export_lerobot(data: Transitions, root, fps: int = 10):
+    """Write a grid-world split as a LeRobot v3.0 dataset (data/lerobot_write.py); returns its root.
+
+    Transitions are drawn independently (module docstring), so each becomes a 2-frame episode:
+    frame 0 = (o, o~, a, label), frame 1 = (o', o~', the tour's next action, unlabelled). Frames
+    are float32 [1, 4, 4] parquet columns, not video: exact, so a model trained on the export with
+    `WindowSource(WindowDataset(root, LEROBOT_FIELDS), seed, ...)` sees the numbers the in-memory
+    `TensorSource(data, seed, ...)` gives, batch for batch (tests/test_gridworld_export.py).
+    """
+    from exolam.data.lerobot_write import write_dataset
+
+    grid = {"dtype": "float32", "shape": [1, H, W], "names": ["channel", "height", "width"]}
+    features = {"observation.grid": grid, "observation.grid_alt": grid,
+                "action": {"dtype": "int64", "shape": [1], "names": ["move"]},
+                "action_is_labeled": {"dtype": "bool", "shape": [1], "names": None}}
+    a_next = policy_action(data.o_next)
+
+    def episodes():
+        for i in range(len(data)):
+            yield {"observation.grid": torch.stack([data.o[i], data.o_next[i]]).numpy(),
+                   "observation.grid_alt": torch.stack([data.o_alt[i], data.o_next_alt[i]]).numpy(),
+                   "action": torch.stack([data.a[i], a_next[i]]).numpy(),
+                   "action_is_labeled": torch.stack([data.label_mask[i], torch.tensor(False)]).numpy(),
+                   "task": "tour the top three rows"}
+
+    return write_dataset(root, episodes(), features, fps, robot_type="exolam-gridworld")
