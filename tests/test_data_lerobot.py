@@ -203,7 +203,8 @@ def test_reader_leaves_source_byte_identical(base, tmp_path):
     before = tree_digest(base)
     ds = open_dataset(base)
     ds.validate(deep=True)
-    src = WindowSource(WindowDataset(ds, {"o": CAM, "a": "action"}, image_size=16), seed=0, steps=3, batch_size=4)
+    src = WindowSource(WindowDataset(ds, {"o": CAM, "a": "action"}, image_size=16), seed=0, steps=3, batch_size=4,
+                       num_workers=1)  # forked after this process decoded: must not touch its FFmpeg state
     assert [b.o.shape for b in src.batches()] == [(4, 3, 16, 16)] * 3
     assert tree_digest(base) == before
 
@@ -225,6 +226,14 @@ def test_writer_is_atomic(tmp_path):
         write_dataset(root, make_episodes()[:1], features(), FPS)
     write_dataset(root, make_episodes()[:2], features(), FPS, codec="h264", overwrite=True)
     assert open_dataset(root).episode_lengths == [8, 6] and [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_writer_refuses_nan(tmp_path):
+    ep = make_episodes()[0]
+    ep["action"][4, 1] = np.inf
+    with pytest.raises(ConfigError, match="episode 0 frame 4: 'action' holds NaN or inf"):
+        write_dataset(tmp_path / "ds", [ep], features(), FPS, codec="h264")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("feats, match", [
@@ -362,7 +371,8 @@ def test_window_source_equals_tensor_source(tmp_path, workers):
     root, eps = numeric_dataset(tmp_path)
     state = [torch.from_numpy(ep["observation.state"]) for ep in eps]
     pairs = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep["action"]) - 1)]
-    data = Transitions(o=torch.stack([state[e][t] for e, t in pairs]), o_next=torch.stack([state[e][t + 1] for e, t in pairs]),
+    data = Transitions(o=torch.stack([state[e][t] for e, t in pairs]),
+                       o_next=torch.stack([state[e][t + 1] for e, t in pairs]),
                        a=torch.tensor([int(eps[e]["action"][t]) for e, t in pairs]),
                        label_mask=torch.tensor([bool(eps[e]["label"][t]) for e, t in pairs]))
     win = WindowDataset(root, {"o": "observation.state", "a": "action", "label_mask": "label"})

@@ -174,3 +174,13 @@ def test_auto_precision_resolves_per_device_and_is_recorded():
     assert resolve_precision("auto", "cpu") == ("bf16-mixed" if native_bf16_cpu() else "32")
     cfg = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, precision="auto"))
     assert make_job("k", 0, "lam", cfg, 0.5).train.precision == resolve_precision("auto", "cpu")
+
+
+def test_a_job_on_two_processes_matches_one(tmp_path):
+    """--train.devices 2: one grid-world model trained by 2 gloo DDP processes on the same global batch."""
+    job = make_job("k", 0, "lam", TINY, 1.0)
+    two = dataclasses.replace(job, train=dataclasses.replace(job.train, devices=2))
+    [r1] = run_job(job, "cpu", str(tmp_path / "one"))
+    [r2] = run_job(two, "cpu", str(tmp_path / "two"))
+    for k in ("loss_train", "loss_lam_test", "exo_mse", "control_mse"):
+        assert r1[k] == pytest.approx(r2[k], rel=1e-4, abs=1e-6), k

@@ -27,6 +27,7 @@ A new data (video) file starts once the current one reaches data_files_size_in_m
 (video_files_size_in_mb); file_index wraps into the next chunk after chunks_size files. Numeric
 features of shape (1,) are scalar columns, other shapes (fixed-size) list columns, nested for more
 than one dim; the reader restores [T, *shape] from info.json. `action` is optional (action-free video).
+The writer is `data/lerobot_write.py` (`write_dataset`, re-exported here); video I/O is `data/video.py`.
 
 v2.1 layout read: `meta/episodes.jsonl` (episode_index, tasks, length), `meta/tasks.jsonl`, one parquet
 per episode at `data_path` = data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet and one
@@ -34,17 +35,24 @@ mp4 per episode and camera at `video_path` =
 videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4, episode_chunk =
 episode_index // chunks_size (v2.0 is read the same way).
 
+Reading: episodes must be numbered 0..N-1; an episode's tasks come from its metadata row (`tasks`), so
+tasks.parquet / tasks.jsonl are not needed; frame t of an episode is the frame shown at
+from_timestamp + t / fps in its mp4 (index round(time * fps), as LeRobot's torchcodec path does). Video
+features whose `names` start with "channel(s)" (a few ported v2.0 datasets) have shape [C, H, W].
+
 Field names were checked against huggingface/lerobot: `docs/source/lerobot-dataset-v3.mdx` (layout),
 `src/lerobot/datasets/utils.py` (DEFAULT_*_PATH and LEGACY_*_PATH templates, DEFAULT_FEATURES,
 `create_empty_dataset_info`, feature names [height, width, channels], scalar vs list columns in
 `get_hf_features_from_features`), `src/lerobot/datasets/v30/convert_dataset_v21_to_v30.py` (episode
 metadata columns, `tasks.parquet` as a DataFrame indexed by task, v2.1 jsonl files, the `fps` added to
-non-video features) and `src/lerobot/datasets/video_utils.py` (`get_video_info` keys, encoder defaults).
+non-video features) and `src/lerobot/datasets/video_utils.py` (`encode_video_frames` defaults,
+`decode_video_frames_torchcodec` timestamps -> indices, `get_video_info` keys). Checked with pandas 3.1:
+`pd.read_parquet` of our tasks.parquet gives task_index indexed by task, as LeRobot's `load_tasks` expects.
 
 Bad input raises ConfigError with one line naming the file (and the episode): checked when the
-dataset is opened (info.json, episode metadata, which files exist, parquet columns, the v3 mp4 headers),
-when an episode is first read (its rows, NaN/inf, its video's header and frame count) and by
-`validate(deep=True)` (every frame decoded). A reader opens everything read-only and writes nothing.
+dataset is opened (info.json, episode metadata, which files exist, v3 parquet columns and mp4 headers),
+when an episode is first read (its rows, NaN/inf, v2.1 columns, its video's header and frame count) and
+by `validate(deep=True)` (every frame decoded). A reader opens everything read-only and writes nothing.
 """
 
 from __future__ import annotations

@@ -108,8 +108,7 @@ def _check_features(features, fps: int, codec: str) -> dict:
                 raise ConfigError(f"{where}: a video has shape [H, W, C] with C = 1 or 3 and even H and W "
                                   f"(yuv420p); got {list(shape)} (pad or crop the frames)")
             h, w, c = shape
-            out[key] = {"dtype": "video", "shape": [h, w, c], "names": ft.get("names") or ["height", "width",
-                                                                                         "channels"],
+            out[key] = {"dtype": "video", "shape": [h, w, c], "names": ["height", "width", "channels"],
                         "info": {"video.height": h, "video.width": w, "video.codec": codec,
                                  "video.pix_fmt": video.PIX_FMT, "video.is_depth_map": False, "video.fps": fps,
                                  "video.channels": c, "has_audio": False}}
@@ -196,7 +195,7 @@ class _Writer:
                 vw.close()
         meta = self.tmp / "meta"
         cols = {k: [r[k] for r in self.rows] for k in self.rows[0]}
-        cols.update({"meta/episodes/chunk_index": [0] * len(self.rows), "meta/episodes/file_index": [0] * len(self.rows)})
+        cols.update({f"meta/episodes/{c}": [0] * len(self.rows) for c in ("chunk_index", "file_index")})
         path = self.tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True)
         pq.write_table(pa.table({k: pa.array(v, pa.list_(pa.string()) if k == "tasks" else None)
@@ -237,6 +236,10 @@ def _episode_arrays(i: int, episode, feats: dict) -> tuple[dict, int]:
             if not np.can_cast(x.dtype, ft["dtype"], "same_kind") and not (kind == "f" and x.dtype.kind in "iub"):
                 raise ConfigError(f"episode {i}: '{key}' has dtype {x.dtype}, which does not cast to {ft['dtype']}")
             x = x.astype(ft["dtype"], copy=False)
+            if kind == "f" and x.ndim > 1:
+                bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))
+                if len(bad):
+                    raise ConfigError(f"episode {i} frame {bad[0]}: '{key}' holds NaN or inf")
         if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
             raise ConfigError(f"episode {i}: '{key}' has shape {tuple(x.shape)}, features say (T, "
                               f"{', '.join(map(str, shape))})")

@@ -83,10 +83,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i) -> dict[str, torch.Tensor]:
         episode, t = self.window(int(i))
-        item = {}
+        item, done = {}, {}  # done: a key read for two fields (o and o_alt) is decoded once
         for name, key in self.fields.items():
-            times = [t, t + self.frame_gap] if name in NEXT else [t]
-            values = self._values(key, episode, times)
+            times = (t, t + self.frame_gap) if name in NEXT else (t,)
+            if (key, times) not in done:
+                done[(key, times)] = self._values(key, episode, list(times))
+            values = done[(key, times)]
             item[name] = values[0]
             if name in NEXT:
                 item[NEXT[name]] = values[1]

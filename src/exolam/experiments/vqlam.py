@@ -74,7 +74,7 @@ class VQSweepConfig:
             raise ConfigError(f"device = {self.device!r} but no CUDA device is available here")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass  # not frozen: Fabric's spawn launcher rebuilds the dataclasses it passes to workers
 class Job:
     """One (config, seed) of a sweep; `extra` are the swept (column, value) pairs of its row."""
 
@@ -193,6 +193,12 @@ def train_job(fabric, job: Job, device: str, ckpt: Path) -> tuple[VQLAM, float]:
     return lam, result.loss_train
 
 
+def _train_job_ddp(fabric, job: Job, device: str, ckpt: Path) -> None:
+    """train_job on each of N processes; nothing is returned (tensors cannot outlive the workers)."""
+    torch.set_num_threads(1)
+    train_job(fabric, job, device, ckpt)
+
+
 def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None) -> list[dict]:
     """Train (resume, or load from `reuse_from` / a finished own checkpoint) one job; its results.csv row."""
     cpu = torch.device(device).type == "cpu"
@@ -209,7 +215,7 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
         else:
             fabric = engine.make_fabric(job.train, device)
             if job.train.devices > 1:  # N processes train one model; rank 0 wrote the finished checkpoint
-                fabric.launch(train_job, job, device, ckpt)
+                fabric.launch(_train_job_ddp, job, device, ckpt)
                 lam, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
             else:
                 lam, loss_train = train_job(fabric, job, device, ckpt)
