@@ -3,7 +3,7 @@
 1. throughput of the stacked ensemble (model-steps/s) per objective family: this tree's path (flat
    parameter buffer, one Adam pass, `linear_grads` on the feature layout) against the previous path
    (`train.py` of commit PREVIOUS, loaded from git: per-tensor foreach Adam, per-view concatenations),
-   and against the one-by-one autograd loop;
+   and against the one-by-one autograd loop (`train.engine.fit`, one model at a time);
 2. final SGD L_LAM after the paper's 20k steps vs the closed-form optimum on the same data;
 3. wall time of `exolam reproduce linear --quick`, and the projected full-fidelity suite time.
 
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import torch
 
+from exolam.data.sampling import TensorSource
 from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
 from exolam.experiments import auxiliary, leakage, sensitivity
 from exolam.models.linear import LinearParams
 from exolam.objectives import Objective, term_weights
 from exolam.theory import lam_optimum
-from exolam.train import LinearTrainConfig, train_linear_ensemble, train_single
+from exolam.train import engine
+from exolam.train.linear import LinearTrainConfig, train_linear_ensemble
 
 SPECS = ["lam", "lam+xexo:1", "lam+robust-action:1", "lam+robust-q:1"]
 PREVIOUS = "c51aa15"  # the last commit before the flat-buffer path
@@ -64,7 +66,9 @@ def one_by_one_rate(envs, specs, seeds, steps):
     for env, spec, seed in zip(envs, specs, seeds):
         p = LinearParams.init([seed], env.cfg.d_o, 8, env.cfg.d_a)
         obj = Objective(spec, 8, {"action": env.cfg.d_a, "q": env.cfg.d_o})
-        train_single(p.select(0), obj, env.transitions("train"), seed, steps, 128, 1e-3)
+        cfg = engine.TrainConfig(steps=steps, batch_size=128, lr=1e-3, grad_clip=1e30, precision="32")
+        engine.fit(engine.make_fabric(cfg), p.select(0), obj, TensorSource(env.transitions("train"), seed, steps, 128),
+                   cfg, spec={})
     return len(envs) * steps / (time.perf_counter() - t)
 
 

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 here = Path(__file__).parent
-for script in ("linear_speed.py", "gridworld_speed.py"):
+scripts = ["linear_speed.py", "gridworld_speed.py", "engine_ddp_speed.py", "loader_speed.py"]
+for script in scripts:
+    if not (here / script).exists():  # loader_speed.py is optional
+        continue
     print(f"\n=== {script} ===", flush=True)
     subprocess.run([sys.executable, str(here / script)], check=True)

@@ -58,3 +58,11 @@ def test_parse_shard():
     assert parse_shard("2/5") == (2, 5)
     with pytest.raises(ConfigError):
         parse_shard("1/0")
+
+
+def test_a_sweep_resumes_on_another_device_but_not_under_another_config(tmp_path):
+    cfg = {"device": "cpu", "seeds": 3, "train": {"steps": 16000, "devices": 1, "save_every": 1000}}
+    run = RunDir(tmp_path, "gridworld").open(cfg)
+    RunDir(tmp_path, "gridworld").check({**cfg, "device": "cuda", "train": {**cfg["train"], "devices": 4}})
+    with pytest.raises(ConfigError, match="different config.json"):
+        run.check({**cfg, "train": {**cfg["train"], "steps": 600}})

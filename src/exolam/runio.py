@@ -150,7 +150,7 @@ class RunDir:
             return
         if self.config_json.exists():
             recorded = read_json(self.config_json, "restore it, or remove the folder or choose another --out")
-            if recorded != json.loads(json.dumps(config)):
+            if _identity(recorded) != _identity(json.loads(json.dumps(config))):
                 raise ConfigError(f"{self.path}: holds a finished or partial run with a different config.json; "
                                   "choose another --out or remove that folder")
         elif self.results_csv.exists():
@@ -292,6 +292,18 @@ class RunDir:
         fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         atomic_write(target, buf.getvalue())
         return target
+
+
+# where and how a run executes, not what it computes: a sweep may resume on another machine (a GPU,
+# N processes per model); rows say where they ran (the grid world's `device` column)
+EXECUTION = ("device", "train.devices", "train.strategy", "train.save_every", "train.log_every")
+
+
+def _identity(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in EXECUTION}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if f"train.{k}" not in EXECUTION}
+    return out
 
 
 def _text(row: dict) -> dict:
