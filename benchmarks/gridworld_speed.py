@@ -15,8 +15,8 @@ same), which is far below the run-to-run noise of the paper-size rates. Then --w
 a Barrier, and their summed rate projects the full Fig. 5b sweep (3 objectives x 6 sigmas x 3 seeds
 = 54 runs x 16k updates, evaluation excluded).
 
-    OMP_NUM_THREADS=1 python benchmarks/gridworld_speed.py     # ~4 min on our idle 2-core CPU (AVX2)
-    OMP_NUM_THREADS=1 python benchmarks/gridworld_speed.py --updates 10 --repeats 1 --warmup 2   # smoke, ~30 s
+    OMP_NUM_THREADS=1 python benchmarks/gridworld_speed.py     # ~4 min on our 2-core CPU (AVX2): 221-260 s measured
+    OMP_NUM_THREADS=1 python benchmarks/gridworld_speed.py --updates 10 --repeats 1 --warmup 2   # smoke, ~50 s
 
 --precision defaults to "32": on an AVX2-only CPU bf16 is emulated and ~15x slower (use
 bf16-mixed only where the CPU has avx512_bf16 / AMX). Absolute rates drift +-20 % between runs
