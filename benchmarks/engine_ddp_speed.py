@@ -4,7 +4,7 @@ The grid-world VQ LAM at the paper's size (App. C Table 2: `VQLAMConfig()` defau
 128, objective "lam", sigma = 1 data, n_train 8192), trained by `train.engine.fit`:
 
     1 process: `TrainConfig(devices=1)`, 1 torch thread
-    DDP:       `TrainConfig(devices=2)`: `fabric.launch` spawns 2 processes (gloo, ddp_spawn), 1 thread
+    DDP:       `TrainConfig(devices=2)`: `engine.launch` spawns 2 processes (gloo, ddp_spawn), 1 thread
                each, each computing half of the global batch; gradients all-reduced every update
 
 Each timed figure is the engine's own loop time (`FitResult.seconds`, after a warm-up `fit` in the
@@ -62,12 +62,12 @@ def run(devices: int, updates: int, warmup: int, precision: str) -> tuple[float,
     fabric = engine.make_fabric(cfg, "cpu")
     if devices > 1:
         try:
-            loop, warm = fabric.launch(_fit, updates, warmup, precision)  # rank 0's result
+            loop, warm = engine.launch(fabric, _fit, updates, warmup, precision)  # rank 0's result
         except Exception as e:  # seen in ~2 of 17 launches here: a rank aborts with SIGABRT
             print(f"  DDP launch failed ({type(e).__name__}: {e}); once more", flush=True)
             t0 = time.perf_counter()
             fabric = engine.make_fabric(cfg, "cpu")
-            loop, warm = fabric.launch(_fit, updates, warmup, precision)
+            loop, warm = engine.launch(fabric, _fit, updates, warmup, precision)
     else:
         loop, warm = _fit(fabric, updates, warmup, precision)
     return loop, time.perf_counter() - t0 - loop - warm

@@ -33,7 +33,7 @@ def train(out: Path, steps: int, devices: int = 1, save_every: int = 10, objecti
                              log_every=5)
     fabric = engine.make_fabric(cfg, "cpu")
     if devices > 1:
-        return fabric.launch(_fit, out, cfg, objective, hooks, sleep)
+        return engine.launch(fabric, _fit, out, cfg, objective, hooks, sleep)
     return _fit(fabric, out, cfg, objective, hooks, sleep)
 
 

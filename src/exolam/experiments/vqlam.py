@@ -195,7 +195,6 @@ def train_job(fabric, job: Job, device: str, ckpt: Path) -> tuple[VQLAM, float]:
 
 def _train_job_ddp(fabric, job: Job, device: str, ckpt: Path) -> None:
     """train_job on each of N processes; nothing is returned (tensors cannot outlive the workers)."""
-    torch.set_num_threads(1)
     train_job(fabric, job, device, ckpt)
 
 
@@ -215,7 +214,7 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
         else:
             fabric = engine.make_fabric(job.train, device)
             if job.train.devices > 1:  # N processes train one model; rank 0 wrote the finished checkpoint
-                fabric.launch(_train_job_ddp, job, device, ckpt)
+                engine.launch(fabric, _train_job_ddp, job, device, ckpt)
                 lam, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
             else:
                 lam, loss_train = train_job(fabric, job, device, ckpt)

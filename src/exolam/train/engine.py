@@ -126,6 +126,24 @@ def make_fabric(cfg: TrainConfig, device: str = "cpu"):
     return Fabric(accelerator=dev.type, devices=devices, strategy=strategy, precision=precision)
 
 
+def launch(fabric, fn: Callable, *args):
+    """Run `fn(fabric, *args)` on every process of `fabric` (spawning them for ddp_spawn); rank 0's
+    return value. Each process tears its process group down before it exits (a gloo group left to
+    interpreter shutdown can abort the process)."""
+    return fabric.launch(_run_then_teardown, fn, *args)
+
+
+def _run_then_teardown(fabric, fn: Callable, *args):
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    torch.set_num_threads(1) if fabric.device.type == "cpu" else None
+    try:
+        return fn(fabric, *args)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
 class Trainee(nn.Module):
     """The model and the objective's heads as one module, so DDP averages all their gradients."""
 
