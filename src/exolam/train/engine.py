@@ -151,8 +151,19 @@ class Trainee(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, **fields):  # the batch's tensors as keywords: Fabric's precision plugins map over them
-        return self.objective(self.model, Transitions(**fields))
+    def forward(self, held: "_Held"):
+        return self.objective(self.model, held.batch)
+
+
+class _Held:
+    """A batch handed to the Fabric-wrapped forward in a holder its precision plugin does not open:
+    bf16-mixed would cast every float input to bf16 (targets included); this way the batch stays
+    fp32 and autocast alone chooses the ops that run in bf16, as a plain autocast loop does."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Transitions):
+        self.batch = batch
 
 
 @dataclasses.dataclass
@@ -193,7 +204,7 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     for step, batch in zip(range(start, cfg.steps), source.batches(start)):
         if world > 1:
             batch = batch.index(slice(rank * local, (rank + 1) * local))
-        loss, parts = trainee(**fabric.to_device(batch.fields()))
+        loss, parts = trainee(_Held(batch.to(fabric.device)))
         opt.zero_grad(set_to_none=True)
         fabric.backward(loss)
         try:
