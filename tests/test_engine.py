@@ -140,3 +140,25 @@ def test_a_replacement_killed_between_renames_keeps_the_old_folder(tmp_path):
     ck = tmp_path / "ckpt"
     os.replace(ck, checkpoint._aside(ck))  # as if killed after moving the old folder aside
     assert isinstance(exolam.load(ck), VQLAM) and ck.is_dir()
+
+
+def test_torchrun_trains_a_sweep_with_ranks_and_rank_0_records(tmp_path):
+    """Under torchrun (2 ranks, gloo) the sweep's jobs train as DDP and rank 0 alone writes the rows,
+    which match those of Fabric's own 2-process launch."""
+    args = ["reproduce", "gridworld", "--quick", "--sigmas", "1", "--objectives", "lam", "--seeds", "2",
+            "--train.steps", "12", "--env.n-train", "256", "--env.n-test", "64", "--model.idm-channels", "8",
+            "--train.devices", "2", "--jobs", "0"]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    exolam_cli = Path(sys.executable).parent / "exolam"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(exolam_cli), *args, "--out",
+                           str(tmp_path / "tr")], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from exolam.cli import main
+
+    assert main([*args, "--out", str(tmp_path / "spawn")]) == 0
+    a, b = ((tmp_path / d / "gridworld" / "results.csv").read_text().splitlines() for d in ("tr", "spawn"))
+    assert len(a) == 3 and [r.split(",")[:7] for r in a] == [r.split(",")[:7] for r in b]
+    for ra, rb in zip(a[1:], b[1:]):
+        for x, y in zip(ra.split(",")[7:], rb.split(",")[7:]):
+            assert x == y or float(x) == pytest.approx(float(y), rel=1e-4, abs=1e-6)

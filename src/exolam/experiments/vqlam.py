@@ -235,6 +235,11 @@ def run_jobs(jobs: list[Job], run: RunDir, *, jobs_parallel: int | None = None, 
     `jobs_parallel`: worker processes (None: 2 on CPU, the 2 x 1-thread layout that is fastest for this
     compute-bound LAM on our 2 cores; 0 on CUDA). `reuse`: extra checkpoint roots searched for a job's
     exact spec (besides run's own)."""
+    if engine.launched_externally():  # torchrun / SLURM already started one process per rank
+        if jobs_parallel:
+            raise ConfigError(f"--jobs = {jobs_parallel}: under torchrun or SLURM each rank runs the sweep's jobs "
+                              "itself; use --jobs 0 (the default there)")
+        jobs_parallel = 0
     if jobs_parallel is None:
         jobs_parallel = 2 if torch.device(device).type == "cpu" else 0
     ckpt_root = run.path / "checkpoints"

@@ -108,8 +108,15 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16-mixed" if torch.device(device).type == "cpu" and native_bf16_cpu() else "32"
 
 
-def _launched_externally() -> bool:
+def launched_externally() -> bool:
+    """Whether torchrun or SLURM started this process as one rank of several."""
     return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def launcher_rank() -> int:
+    """This process's global rank under torchrun or SLURM (0 when started alone): only rank 0 of such a
+    launch records results (every rank trains)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def make_fabric(cfg: TrainConfig, device: str = "cpu"):
@@ -121,7 +128,7 @@ def make_fabric(cfg: TrainConfig, device: str = "cpu"):
     devices = [dev.index] if dev.type == "cuda" and dev.index is not None and cfg.devices == 1 else cfg.devices
     strategy = cfg.strategy
     if strategy == "auto" and cfg.devices > 1:
-        strategy = "ddp" if _launched_externally() else "ddp_spawn"
+        strategy = "ddp" if launched_externally() else "ddp_spawn"
     precision = {"32": "32-true"}.get(resolve_precision(cfg.precision, device), "bf16-mixed")
     return Fabric(accelerator=dev.type, devices=devices, strategy=strategy, precision=precision)
 
@@ -138,8 +145,8 @@ def _run_then_teardown(fabric, fn: Callable, *args):
     torch.set_num_threads(1) if fabric.device.type == "cpu" else None
     try:
         return fn(fabric, *args)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+    finally:  # a group torchrun / SLURM set up stays for the next run of this process
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and not launched_externally():
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 

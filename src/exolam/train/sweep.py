@@ -14,6 +14,9 @@ results.csv rows. `run_tasks`:
   its own thread count; a task that must not depend on it fixes its own, as the grid world's does). A worker exits as soon as its parent dies, so a killed sweep leaves no
   busy orphans. Each finished task's rows are recorded at once, in plan order.
 
+Under torchrun or SLURM (one process per rank) every rank runs every task, as the ranks of one DDP
+training, and rank 0 alone records the rows.
+
 Everything a task computes must be a function of the task alone (seed-derived data, init and
 minibatches; a fixed thread count), so the rows do not depend on J, N or the order tasks finish in.
 """
@@ -32,6 +35,7 @@ import torch
 
 from exolam.errors import ConfigError
 from exolam.runio import RunDir
+from exolam.train.engine import launcher_rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +82,12 @@ def run_tasks(tasks: list[Task], run: RunDir, order: list[tuple[str, int]], jobs
         log(f"{run.path}: resuming {where}, {len(done & mine)} rows already recorded, {len(todo)} tasks to go")
     t0 = time.perf_counter()
 
+    recorder = launcher_rank() == 0  # under torchrun / SLURM every rank trains, rank 0 records
+
     def record(i: int, rows: list[dict]) -> None:
-        run.append(rows, order=order)
-        log(f"  {where}: {i + 1}/{len(todo)} tasks done ({time.perf_counter() - t0:.0f} s)")
+        if recorder:
+            run.append(rows, order=order)
+            log(f"  {where}: {i + 1}/{len(todo)} tasks done ({time.perf_counter() - t0:.0f} s)")
 
     if jobs == 0 or not todo:
         for i, t in enumerate(todo):
