@@ -75,6 +75,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert 20 <= step < 40, "the run was not interrupted mid-way"
     result = train(part, 40)
     assert result.start == step
+    assert sorted(p.name for p in part.iterdir()) == ["ckpt", "metrics.jsonl", "rank0-of-1"]  # no debris
     a, b = _weights(full), _weights(part)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     heads = [load_file(p / "ckpt" / "training_state" / "objective.safetensors") for p in (full, part)]

@@ -145,7 +145,8 @@ def write(folder: str | Path, meta: dict, model: torch.nn.Module, training: dict
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in folder.parent.glob(f".{folder.name}.tmp*"):  # left by a writer killed mid-write (one per folder)
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp.mkdir()
         save_file(_cpu(model.state_dict()), tmp / "model.safetensors")
