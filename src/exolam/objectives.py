@@ -116,14 +116,16 @@ class Objective(nn.Module):
     def forward(self, lam, batch: Transitions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts (`lam`, `xexo`, `robust-*`, `bottleneck`)."""
         out = lam.idm(batch.o, batch.o_next)
-        parts = {"lam": sq_err(lam.fdm(batch.o, out.z), batch.o_next), "bottleneck": out.loss}
+        # what the FDM predicts: o' itself, or a model's own target (LapoLAM's EMA features f_EMA(I'), App. D)
+        target = lam.fdm_target(batch.o_next) if hasattr(lam, "fdm_target") else batch.o_next
+        parts = {"lam": sq_err(lam.fdm(batch.o, out.z), target), "bottleneck": out.loss}
         total = parts["lam"] + out.loss
         for t in self.terms[1:]:
             if t.name == "xexo":
                 if batch.o_alt is None:
                     raise ConfigError("objective xexo needs paired views o_alt / o_next_alt in the data")
                 out_alt = lam.idm(batch.o_alt, batch.o_next_alt)
-                parts["xexo"] = sq_err(lam.fdm(batch.o, out_alt.z), batch.o_next)
+                parts["xexo"] = sq_err(lam.fdm(batch.o, out_alt.z), target)
                 total = total + t.weight * parts["xexo"] + out_alt.loss
             else:
                 y, mask = robust_target(batch, t.target, self.target_dims.get(t.target))

@@ -14,7 +14,9 @@ loss. Every LAM in exolam (LinearLAM Eq. 8-9, VQLAM App. C, LapoLAM App. D) expo
 - `decode(o, z) -> o_next_hat`   = fdm(o, z)
 
 Objectives and metrics only call these four, so they work on any model that has them; the
-xi'-swap test (Sec. 4.2) needs only `encode`/`decode`.
+xi'-swap test (Sec. 4.2) needs only `encode`/`decode`. A model whose FDM predicts something other
+than o' (LapoLAM with the EMA encoder of App. D predicts f_EMA(I')) also has
+`fdm_target(o_next)`, which L_LAM and L_X-exo then compare against (objectives.py).
 """
 
 from __future__ import annotations

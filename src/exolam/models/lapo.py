@@ -1,0 +1,250 @@
+"""The LAPO-style latent action model of App. D (Distracting Control), continuous z, no quantizer.
+
+    x  = f(I),  x' = f'(I')                    the LAM's observation pair (f, f' below)
+    z  = Linear(flatten(CNN_s2([x, x'])))       psi_IDM: strided 3x3 convs + GELU, z in R^{d_z}, d_z = 8
+    x'_hat = UNet(x | z)                        psi_FDM: conv encoder-decoder + GELU, Tanh output
+    L_LAM  = E || target(I') - x'_hat ||^2      Eq. (5) in the space of x'
+
+App. D follows LAPO (convolutions with GELU and Tanh) but drops its FSQ bottleneck for a small
+continuous latent (d_z = 8), so `idm` returns codes=None, loss=0 and z_pre = z.
+
+Two observation spaces (`encoder`):
+
+- "pixels": f = f' = the identity on pixels. Observations come from the dataset layer as float
+  [0, 1]; inside the model they are mapped to [-1, 1] (2 I - 1), the FDM ends in Tanh, and its output
+  is mapped back, (tanh(h) + 1) / 2, so `fdm`/`decode` return a frame in [0, 1] like `o` and the
+  target of Eq. (5) is `o_next` itself (`fdm_target(o_next)` = o_next).
+- "ema": App. D's jointly trained vision encoder (after Cui et al.; LAOM and DynaMo do the same).
+  f is a small conv encoder (strided 3x3 convs + GELU, a last conv + Tanh, so features lie in
+  [-1, 1]^{feat_channels x S_f x S_f} with S_f = frame halved len(enc_channels) times); f' = f_EMA
+  is an exponential-moving-average copy of f that never receives gradients. Read literally
+  ("for the next observation o' = f(I'), f is treated as stop-gradient and updated via EMA"):
+  the IDM sees [f(I), sg f_EMA(I')], the FDM maps f(I) and z to a feature map in [-1, 1] (Tanh, the
+  features' own range), and Eq. (5) reads
+        L_LAM = E || sg f_EMA(I') - psi_FDM(f(I), psi_IDM(f(I), sg f_EMA(I'))) ||^2,
+  so the online f learns through both the IDM and the FDM, and f_EMA follows it through
+        theta_EMA <- decay * theta_EMA + (1 - decay) * theta_f      after every optimizer step
+  (`ema_hook(step, model)` for `engine.fit(hooks=[...])`). Here `fdm`/`decode` return predicted
+  *features* [B, feat_channels, S_f, S_f], not a frame, and the objective must compare them with
+  `fdm_target(o_next)` = sg f_EMA(o_next) instead of `o_next` (pixel metrics such as the xi'-swap
+  PSNR do not apply to this mode). Nothing here prevents collapse (a constant f gives L = 0); the
+  EMA lag and the FDM acting as a BYOL-style predictor are all App. D describes. Squared errors are
+  summed over feature dims (feat_channels * S_f^2, 4096 at 64 px with the defaults, vs 12288 pixels),
+  which changes what the lambdas of the other terms mean.
+
+EMA decay: 0.99 (a time constant of ~100 updates). The paper gives no value; DynaMo starts at 0.99
+(cosine-scheduled to 1), LAOM uses tau = 1e-3 (decay 0.999). 0.99 lets the target follow within the
+few thousand updates of the CPU presets while still lagging the online encoder; decay = 1 freezes
+f_EMA at its initialization (a frozen random encoder), decay = 0 copies f every step.
+
+FDM conditioning: z enters twice, as in vq.py: broadcast as d_z extra input channels next to x, and
+as FiLM (x * (1 + gamma(z)) + beta(z)) at the UNet bottleneck. The UNet has len(fdm_channels) levels
+(stride-2 convs down, nearest upsampling + skip concatenation up), so any frame size works
+(strided convs round up, upsampling returns to the skip's exact size).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.models.base import IDMOutput
+
+ENCODERS = ("pixels", "ema")
+
+
+def _halve(size: int, times: int) -> int:
+    """Spatial size after `times` 3x3 stride-2 pad-1 convs (each gives ceil(size / 2))."""
+    for _ in range(times):
+        size = (size + 1) // 2
+    return size
+
+
+@dataclasses.dataclass
+class LapoLAMConfig:
+    """Architecture of the LAPO-style LAM of App. D; defaults fit 64x64x3 frames."""
+
+    in_channels: int = 3
+    frame: int = 64  # observation height = width (pixels)
+    idm_channels: tuple[int, ...] = (32, 64, 128, 128)  # psi_IDM stride-2 conv widths
+    fdm_channels: tuple[int, ...] = (32, 64, 128)  # psi_FDM UNet widths, one per level (>= 2)
+    d_z: int = 8  # continuous latent action dim (App. D)
+    encoder: Literal["pixels", "ema"] = "pixels"  # observation space (module docstring)
+    enc_channels: tuple[int, ...] = (32, 32)  # f: stride-2 conv widths (ema only)
+    feat_channels: int = 16  # f: output channels (ema only)
+    ema_decay: float = 0.99  # f_EMA decay per optimizer step (ema only; see module docstring)
+
+    def validate(self) -> "LapoLAMConfig":
+        for name in ("in_channels", "frame", "d_z", "feat_channels"):
+            check_positive_int(f"model.{name}", getattr(self, name))
+        for name, least in (("idm_channels", 1), ("fdm_channels", 2), ("enc_channels", 1)):
+            widths = getattr(self, name)
+            if not isinstance(widths, (tuple, list)) or len(widths) < least:
+                raise ConfigError(f"model.{name} = {widths!r} must list at least {least} conv width(s)")
+            for i, c in enumerate(widths):
+                check_positive_int(f"model.{name}[{i}]", c)
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder = {self.encoder!r} must be one of {', '.join(ENCODERS)}")
+        check_range("model.ema_decay", self.ema_decay, 0.0, 1.0)
+        return self
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """Shape of what the FDM predicts: the frame (pixels) or f's feature map (ema)."""
+        if self.encoder == "pixels":
+            return (self.in_channels, self.frame, self.frame)
+        s = _halve(self.frame, len(self.enc_channels))
+        return (self.feat_channels, s, s)
+
+
+class Encoder(nn.Module):
+    """f (ema mode): [stride-2 conv3x3 + GELU] per width, then conv3x3 + Tanh -> features in [-1, 1]."""
+
+    def __init__(self, cfg: LapoLAMConfig):
+        super().__init__()
+        layers, c_in = [], cfg.in_channels
+        for c in cfg.enc_channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
+            c_in = c
+        layers += [nn.Conv2d(c_in, cfg.feat_channels, 3, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.net(2 * img - 1)
+
+
+class IDM(nn.Module):
+    """psi_IDM: [stride-2 conv3x3 + GELU] per width on [x, x'] (channel-stacked), flatten, Linear -> z."""
+
+    def __init__(self, cfg: LapoLAMConfig):
+        super().__init__()
+        c, s, _ = cfg.obs_shape
+        layers, c_in = [], 2 * c
+        for w in cfg.idm_channels:
+            layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.GELU()]
+            c_in = w
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * _halve(s, len(cfg.idm_channels)) ** 2, cfg.d_z)
+
+    def forward(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(torch.cat([x, x_next], dim=1)).flatten(1))
+
+
+class UNetFDM(nn.Module):
+    """psi_FDM: a UNet on x conditioned on z; returns pre-Tanh values (the model applies the range).
+
+        e_0 = GELU(conv(x ++ z))                    w_0 @ S        (z broadcast as d_z channels)
+        e_i = GELU(conv_stride2(e_{i-1}))           w_i @ S / 2^i  (i = 1 .. L-1)
+        b   = GELU(conv(FiLM_z(e_{L-1})))           w_{L-1}        (FiLM: e * (1 + gamma(z)) + beta(z))
+        d_i = GELU(conv(up(d_{i+1}) ++ e_i))        w_i            (i = L-2 .. 0, d_{L-1} = b)
+        out = conv1x1(d_0)
+    """
+
+    def __init__(self, cfg: LapoLAMConfig):
+        super().__init__()
+        c = cfg.obs_shape[0]
+        w = cfg.fdm_channels
+        self.stem = nn.Conv2d(c + cfg.d_z, w[0], 3, padding=1)
+        self.downs = nn.ModuleList(nn.Conv2d(w[i - 1], w[i], 3, stride=2, padding=1) for i in range(1, len(w)))
+        self.film = nn.Linear(cfg.d_z, 2 * w[-1])
+        self.mid = nn.Conv2d(w[-1], w[-1], 3, padding=1)
+        self.ups = nn.ModuleList(nn.Conv2d(w[i + 1] + w[i], w[i], 3, padding=1) for i in reversed(range(len(w) - 1)))
+        self.out = nn.Conv2d(w[0], c, 1)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z_map = z[:, :, None, None].expand(-1, -1, x.shape[-2], x.shape[-1]).to(x.dtype)
+        skips = [F.gelu(self.stem(torch.cat([x, z_map], dim=1)))]
+        for down in self.downs:
+            skips.append(F.gelu(down(skips[-1])))
+        gamma, beta = self.film(z).chunk(2, dim=-1)
+        h = skips.pop() * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        h = F.gelu(self.mid(h))
+        for up in self.ups:
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = F.gelu(up(torch.cat([h, skip], dim=1)))
+        return self.out(h)
+
+
+class LapoLAM(nn.Module):
+    """The LAPO-style LAM of App. D with the LAM protocol of models/base.py (see the module docstring).
+
+    encoder "pixels": fdm/decode -> frame in [0, 1], shape of o;  fdm_target(o_next) = o_next.
+    encoder "ema":    fdm/decode -> features in [-1, 1], cfg.obs_shape;  fdm_target(o_next) = sg f_EMA(o_next).
+    """
+
+    def __init__(self, cfg: LapoLAMConfig | None = None):
+        super().__init__()
+        self.cfg = (cfg or LapoLAMConfig()).validate()
+        if self.cfg.encoder == "ema":
+            self.f = Encoder(self.cfg)
+            self.f_ema = copy.deepcopy(self.f).requires_grad_(False)
+        self.idm_net = IDM(self.cfg)
+        self.fdm_net = UNetFDM(self.cfg)
+
+    @property
+    def d_z(self) -> int:
+        return self.cfg.d_z
+
+    # ------------------------------------------------------------ observation space
+
+    def embed(self, o: torch.Tensor) -> torch.Tensor:
+        """x = f(I): the online representation the IDM and FDM read (2 I - 1 for pixels)."""
+        return self.f(o) if self.cfg.encoder == "ema" else 2 * o - 1
+
+    @torch.no_grad()
+    def embed_target(self, o_next: torch.Tensor) -> torch.Tensor:
+        """x' = sg f'(I'): f_EMA(I') (ema) or 2 I' - 1 (pixels), never differentiated."""
+        return self.f_ema(o_next) if self.cfg.encoder == "ema" else 2 * o_next - 1
+
+    def fdm_target(self, o_next: torch.Tensor) -> torch.Tensor:
+        """What `fdm(o, z)` is compared with in L_LAM (Eq. 5): o_next (pixels) or sg f_EMA(o_next) (ema)."""
+        return self.embed_target(o_next) if self.cfg.encoder == "ema" else o_next
+
+    # ------------------------------------------------------------ the LAM protocol
+
+    def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> IDMOutput:
+        """psi_IDM(f(o), sg f'(o')) -> continuous z [B, d_z]; no bottleneck (codes None, loss 0)."""
+        z = self.idm_net(self.embed(o), self.embed_target(o_next))
+        return IDMOutput(z=z, z_pre=z, codes=None, loss=z.new_zeros((), dtype=torch.float32))
+
+    def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """psi_FDM(f(o), z): the next frame in [0, 1] (pixels) or f_EMA features in [-1, 1] (ema)."""
+        y = torch.tanh(self.fdm_net(self.embed(o), z))
+        return (y + 1) / 2 if self.cfg.encoder == "pixels" else y
+
+    def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        return self.idm(o, o_next).z
+
+    def decode(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.fdm(o, z)
+
+    def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, IDMOutput]:
+        """(fdm prediction, IDM output) in one call (what a DDP-wrapped module needs)."""
+        out = self.idm(o, o_next)
+        return self.fdm(o, out.z), out
+
+    # ------------------------------------------------------------ EMA target encoder
+
+    @torch.no_grad()
+    def ema_update(self) -> None:
+        """theta_EMA <- decay * theta_EMA + (1 - decay) * theta_f (parameters and buffers); no-op for pixels."""
+        if self.cfg.encoder != "ema":
+            return
+        d = self.cfg.ema_decay
+        for t, s in zip(self.f_ema.parameters(), self.f.parameters()):
+            t.lerp_(s.detach(), 1.0 - d)
+        for t, s in zip(self.f_ema.buffers(), self.f.buffers()):
+            t.copy_(s)
+
+
+def ema_hook(step: int, model: nn.Module) -> None:
+    """`engine.fit(..., hooks=[ema_hook])`: one EMA update of f_EMA after every optimizer step."""
+    inner = getattr(model, "module", model)  # a DDP / Fabric wrapper, if one is passed
+    inner.ema_update()

@@ -1,0 +1,162 @@
+"""The LAPO-style LAM of App. D: shapes, protocol, checkpoint round trip, training, EMA encoder, config."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import exolam
+from exolam.data.sampling import TensorSource
+from exolam.data.transitions import Transitions
+from exolam.errors import ConfigError
+from exolam.models.base import IDMOutput
+from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook
+from exolam.objectives import Objective, sq_err
+from exolam.train import checkpoint, engine
+
+torch.set_num_threads(1)
+
+TINY = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4)
+TINY_EMA = dataclasses.replace(TINY, encoder="ema")
+
+
+def _squares(n=64, frame=16, side=4, seed=0):
+    """A bright square on black that moves by an action in {-2..2}^2 pixels: (o, o', a)."""
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randint(2, frame - side - 2, (n, 2), generator=g)
+    a = torch.randint(-2, 3, (n, 2), generator=g)
+    color = 0.5 + 0.5 * torch.rand(n, 3, generator=g)
+
+    def draw(p):
+        img = torch.zeros(n, 3, frame, frame)
+        for i in range(n):
+            y, x = p[i].tolist()
+            img[i, :, y:y + side, x:x + side] = color[i, :, None, None]
+        return img
+
+    return draw(pos), draw(pos + a), a.float()
+
+
+def test_shapes_at_64px_default_sizes():
+    torch.manual_seed(0)
+    o, o_next = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    lam = LapoLAM()
+    out = lam.idm(o, o_next)
+    assert out.z.shape == (2, 8) and lam.d_z == 8
+    pred = lam.fdm(o, out.z)
+    assert pred.shape == o.shape and pred.min() >= 0 and pred.max() <= 1  # pixels: [0, 1] like o
+    ema = LapoLAM(LapoLAMConfig(encoder="ema"))
+    assert ema.cfg.obs_shape == (16, 16, 16)
+    feat = ema.fdm(o, ema.encode(o, o_next))
+    assert feat.shape == (2, 16, 16, 16) and feat.abs().max() <= 1  # features: [-1, 1]
+    assert ema.fdm_target(o_next).shape == feat.shape
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_EMA], ids=["pixels", "ema"])
+def test_protocol(cfg):
+    torch.manual_seed(0)
+    lam = LapoLAM(cfg).eval()
+    o, o_next, _ = _squares(8)
+    out = lam.idm(o, o_next)
+    assert isinstance(out, IDMOutput) and out.codes is None and out.z_pre is out.z
+    assert out.loss.shape == () and out.loss.item() == 0.0
+    assert torch.equal(lam.encode(o, o_next), out.z)
+    assert torch.equal(lam.decode(o, out.z), lam.fdm(o, out.z))
+    pred, out2 = lam(o, o_next)
+    assert torch.equal(pred, lam.fdm(o, out.z)) and torch.equal(out2.z, out.z)
+    if cfg.encoder == "pixels":
+        assert torch.equal(lam.fdm_target(o_next), o_next)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_EMA], ids=["pixels", "ema"])
+def test_checkpoint_round_trip(tmp_path, cfg):
+    torch.manual_seed(0)
+    lam = LapoLAM(cfg).eval()
+    if cfg.encoder == "ema":  # make f_EMA differ from f so both must be saved
+        with torch.no_grad():
+            for p in lam.f.parameters():
+                p.add_(0.1)
+    checkpoint.write(tmp_path / "ck", {}, lam)
+    back = exolam.load(tmp_path / "ck")
+    assert isinstance(back, LapoLAM) and back.cfg == cfg
+    o, o_next, _ = _squares(4)
+    with torch.no_grad():
+        assert torch.equal(back.encode(o, o_next), lam.encode(o, o_next))
+        z = lam.encode(o, o_next)
+        assert torch.equal(back.decode(o, z), lam.decode(o, z))
+        assert torch.equal(back.fdm_target(o_next), lam.fdm_target(o_next))
+
+
+def _l_lam(lam, o, o_next):
+    with torch.no_grad():
+        lam.eval()
+        out = sq_err(lam.fdm(o, lam.encode(o, o_next)), lam.fdm_target(o_next)).item()
+        lam.train()
+        return out
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_EMA], ids=["pixels", "ema"])
+def test_engine_steps_lower_l_lam(cfg):
+    torch.manual_seed(0)
+    o, o_next, a = _squares(64)
+    lam = LapoLAM(cfg)
+    before = _l_lam(lam, o, o_next)
+    f_ema0 = [p.clone() for p in lam.f_ema.parameters()] if cfg.encoder == "ema" else []
+    tc = engine.TrainConfig(steps=30, batch_size=32, lr=3e-3, precision="32", log_every=0)
+    source = TensorSource(Transitions(o=o, o_next=o_next, a=a), 0, tc.steps, tc.batch_size)
+    objective = Objective("lam", cfg.d_z)  # compares with lam.fdm_target(o'): o' or f_EMA(I')
+    engine.fit(engine.make_fabric(tc), lam, objective, source, tc, spec={}, hooks=[ema_hook])
+    after = _l_lam(lam, o, o_next)
+    assert after < 0.5 * before
+    if cfg.encoder == "ema":  # the hook moved the target (it gets no gradient, so only the hook can)
+        assert all(p.grad is None for p in lam.f_ema.parameters())
+        assert any(not torch.equal(p, q) for p, q in zip(lam.f_ema.parameters(), f_ema0))
+
+
+def test_ema_target_gets_no_gradient_and_online_encoder_does():
+    torch.manual_seed(0)
+    lam = LapoLAM(TINY_EMA).train()
+    o, o_next, _ = _squares(8)
+    out = lam.idm(o, o_next)
+    sq_err(lam.fdm(o, out.z), lam.fdm_target(o_next)).backward()
+    assert all(not p.requires_grad and p.grad is None for p in lam.f_ema.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lam.f.parameters())
+    assert not lam.fdm_target(o_next).requires_grad
+
+
+def test_ema_hook_known_answer():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY_EMA, ema_decay=0.9)
+    lam = LapoLAM(cfg)
+    with torch.no_grad():
+        for i, (t, s) in enumerate(zip(lam.f_ema.parameters(), lam.f.parameters())):
+            t.fill_(1.0 + i)
+            s.fill_(3.0 - i)
+    ema_hook(1, lam)
+    for i, t in enumerate(lam.f_ema.parameters()):
+        expected = 0.9 * (1.0 + i) + 0.1 * (3.0 - i)
+        assert torch.allclose(t, torch.full_like(t, expected), atol=1e-6)
+    ema_hook(2, lam)  # twice: theta_t - theta_f shrinks by 0.9 each time
+    for i, t in enumerate(lam.f_ema.parameters()):
+        expected = (3.0 - i) + 0.81 * ((1.0 + i) - (3.0 - i))
+        assert torch.allclose(t, torch.full_like(t, expected), atol=1e-6)
+    # decay 1 freezes the target; the pixel model ignores the hook
+    frozen = LapoLAM(dataclasses.replace(TINY_EMA, ema_decay=1.0))
+    before = [p.clone() for p in frozen.f_ema.parameters()]
+    with torch.no_grad():
+        for p in frozen.f.parameters():
+            p.add_(1.0)
+    ema_hook(1, frozen)
+    assert all(torch.equal(p, q) for p, q in zip(frozen.f_ema.parameters(), before))
+    ema_hook(1, LapoLAM(TINY))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("d_z", 0), ("frame", -4), ("in_channels", 1.5), ("idm_channels", ()), ("fdm_channels", (8,)),
+     ("fdm_channels", (8, 0)), ("enc_channels", ()), ("feat_channels", 0), ("encoder", "dino"),
+     ("ema_decay", 1.5), ("ema_decay", -0.1), ("ema_decay", float("nan"))],
+)
+def test_bad_config_raises(field, value):
+    with pytest.raises(ConfigError, match=rf"model\.{field}"):
+        LapoLAM(dataclasses.replace(TINY, **{field: value}))
