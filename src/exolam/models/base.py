@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import torch
+from torch import nn
 
 
 class IDMOutput(NamedTuple):
@@ -39,3 +40,25 @@ class IDMOutput(NamedTuple):
     z_pre: torch.Tensor
     codes: Optional[torch.Tensor]
     loss: torch.Tensor
+
+
+class LAM(nn.Module):
+    """Base of exolam's LAMs: a subclass defines `idm` and `fdm`; `encode`, `decode` and `forward`
+    follow from them (forward = one call that a DDP-wrapped module needs)."""
+
+    def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> IDMOutput:
+        raise TypeError(f"{type(self).__name__} must define idm(o, o_next)")
+
+    def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define fdm(o, z)")
+
+    def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        return self.idm(o, o_next).z
+
+    def decode(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.fdm(o, z)
+
+    def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, IDMOutput]:
+        """(fdm prediction, IDM output) in one call."""
+        out = self.idm(o, o_next)
+        return self.fdm(o, out.z), out

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.models.base import IDMOutput
+from exolam.models.base import LAM, IDMOutput
 
 ENCODERS = ("pixels", "ema")
 
@@ -172,7 +172,7 @@ class UNetFDM(nn.Module):
         return self.out(h)
 
 
-class LapoLAM(nn.Module):
+class LapoLAM(LAM):
     """The LAPO-style LAM of App. D with the LAM protocol of models/base.py (see the module docstring).
 
     encoder "pixels": fdm/decode -> frame in [0, 1], shape of o;  fdm_target(o_next) = o_next.
@@ -218,17 +218,6 @@ class LapoLAM(nn.Module):
         """psi_FDM(f(o), z): the next frame in [0, 1] (pixels) or f_EMA features in [-1, 1] (ema)."""
         y = torch.tanh(self.fdm_net(self.embed(o), z))
         return (y + 1) / 2 if self.cfg.encoder == "pixels" else y
-
-    def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        return self.idm(o, o_next).z
-
-    def decode(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.fdm(o, z)
-
-    def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, IDMOutput]:
-        """(fdm prediction, IDM output) in one call (what a DDP-wrapped module needs)."""
-        out = self.idm(o, o_next)
-        return self.fdm(o, out.z), out
 
     # ------------------------------------------------------------ EMA target encoder
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from exolam import seeding
-from exolam.models.base import IDMOutput
+from exolam.models.base import LAM, IDMOutput
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ class LinearParams:
         return o @ self.A.transpose(1, 2) + z @ self.B.transpose(1, 2)
 
 
-class LinearLAM(nn.Module):
+class LinearLAM(LAM):
     """One linear LAM (Eq. 8-9) with parameters A, B, C, D; no bottleneck loss."""
 
     def __init__(self, d_o: int, d_z: int):
@@ -89,8 +89,4 @@ class LinearLAM(nn.Module):
     def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return o @ self.A.T + z @ self.B.T  # Eq. (9)
 
-    def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        return self.idm(o, o_next).z
 
-    def decode(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.fdm(o, z)

@@ -38,7 +38,7 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.models.base import IDMOutput
+from exolam.models.base import LAM, IDMOutput
 
 
 @dataclasses.dataclass
@@ -126,7 +126,7 @@ class UNetFDM(nn.Module):
         return self.out(d)
 
 
-class VQLAM(nn.Module):
+class VQLAM(LAM):
     """The practical VQ LAM (Sec. 5, App. C Table 2) with the LAM protocol of models/base.py."""
 
     def __init__(self, cfg: VQLAMConfig | None = None):
@@ -163,14 +163,3 @@ class VQLAM(nn.Module):
     def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """psi_FDM(o, z) -> o'_hat, same shape as o."""
         return self.fdm_net(o, z)
-
-    def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
-        return self.idm(o, o_next).z
-
-    def decode(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.fdm(o, z)
-
-    def forward(self, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, IDMOutput]:
-        """(o'_hat, IDM output) in one call (what a DDP-wrapped module needs)."""
-        out = self.idm(o, o_next)
-        return self.fdm(o, out.z), out
