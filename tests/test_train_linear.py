@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
+from exolam.errors import ConfigError
 from exolam.models.linear import LinearParams
 from exolam.objectives import Objective
 from exolam.objectives import term_weights
@@ -117,3 +118,9 @@ def test_divergence_ends_with_one_error_naming_the_learning_rate():
         with pytest.raises(Diverged, match="train.lr") as e:
             train_linear_ensemble(envs, ["lam"], [0], LinearTrainConfig(d_z=3, steps=200, batch_size=16, lr=lr))
         assert e.value.model == 0
+
+
+def test_robust_flow_is_refused_by_the_linear_ensemble():
+    env = make_linear_exbmdp(CFG, seed=0)
+    with pytest.raises(ConfigError, match="robust-flow: the linear ensembles have no image frames"):
+        train_linear_ensemble([env], ["lam+robust-flow:1"], [0], LinearTrainConfig(d_z=3, steps=5, batch_size=8))

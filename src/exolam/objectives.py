@@ -6,7 +6,8 @@
 - `xexo`   L_X-exo    = E ||o' - fdm(o, idm(o~, o~'))||^2                     Eq. (16)
 - `robust-<target>`   L_xi-robust = E ||y - W idm(o, o')||^2, W learned       Eq. (19)
   with target y = `action` (a, only where `label_mask` is set), `q` (the controllable change
-  q_xi = h(s', xi) - h(s, xi)).
+  q_xi = h(s', xi) - h(s, xi)), `flow` (the optical flow of (I, I'), App. D "Flow-pred", computed
+  by the data pipeline: `exolam.data.flow`).
 
 Normalization (it decides what lambda means): every squared error is *summed over dimensions*
 and averaged over the batch. With d_o = 128 against d_a = 8 the reconstruction terms dwarf the
@@ -27,7 +28,7 @@ from torch import nn
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError
 
-TARGETS = ("action", "q")
+TARGETS = ("action", "q", "flow")
 TERMS = ("lam", "xexo") + tuple(f"robust-{t}" for t in TARGETS)
 
 
@@ -63,7 +64,7 @@ def parse_objective(spec: str, field: str = "objective") -> tuple[Term, ...]:
 
 
 def term_weights(objective: str | tuple[Term, ...]) -> list[float]:
-    """The weight of every term in `TERMS` order (0 where absent), e.g. `lam+xexo:2` -> [1, 2, 0, 0].
+    """The weight of every term in `TERMS` order (0 where absent), e.g. `lam+xexo:2` -> [1, 2, 0, 0, 0].
 
     The one place an objective becomes a positional vector: the linear ensembles stack these rows
     and index their columns by name (`TERMS.index`), so a new term touches only this module.
@@ -78,7 +79,12 @@ def format_objective(terms: tuple[Term, ...]) -> str:
 
 
 def robust_target(batch: Transitions, target: str, n_actions: int | None = None):
-    """(y, mask) for L_xi-robust: the action (one-hot if discrete) where labelled, or q."""
+    """(y, mask) for L_xi-robust: the action (one-hot if discrete) where labelled, q, or the flow."""
+    if target == "flow":
+        if batch.flow is None:
+            raise ConfigError("objective robust-flow needs optical-flow targets `flow` in the data "
+                              "(computed by the data pipeline: exolam.data.flow.optical_flow; the `flow` extra)")
+        return batch.flow.flatten(1), None
     if target == "q":
         if batch.q is None:
             raise ConfigError("objective robust-q needs the controllable change q in the data")

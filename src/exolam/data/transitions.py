@@ -9,6 +9,8 @@ Fields follow the paper's symbols (Sec. 3, Eq. 3-4, Def. 4.5):
 - `o_alt`, `o_next_alt`: the same (s, s') under another exogenous pair (xi~, xi~'): the paired
   view used by L_X-exo (Eq. 16), consistency metrics and the xi'-swap test
 - `q`: the controllable change q_xi = h(s', xi) - h(s, xi) (Eq. 10), a xi-robust target
+- `flow`: the optical flow of (o, o') ([..., 2, h, w], `data.flow`), a xi-robust target: the
+  agent's motion, mostly insensitive to colour drift
 - `label_mask`: bool, which transitions carry an action label (the 1 % label setting)
 """
 
@@ -34,6 +36,7 @@ class Transitions:
     o_alt: Optional[torch.Tensor] = None
     o_next_alt: Optional[torch.Tensor] = None
     q: Optional[torch.Tensor] = None
+    flow: Optional[torch.Tensor] = None
     label_mask: Optional[torch.Tensor] = None
 
     def __post_init__(self):

@@ -230,6 +230,9 @@ def train_linear_ensemble(envs: list[LinearExBMDP], objectives: list[str], seeds
     """
     w = torch.tensor([term_weights(o) for o in objectives], dtype=torch.float32, device=device)
     used = {name for name in TERMS if bool((w[:, COL[name]] > 0).any())}
+    if "robust-flow" in used:  # optical flow needs image frames; the linear Ex-BMDP has vectors
+        raise ConfigError("objective robust-flow: the linear ensembles have no image frames to take optical flow "
+                          "of (allowed there: lam, xexo, robust-action, robust-q)")
     k = envs[0].cfg.n_xi * envs[0].cfg.d_s
     at = feature_blocks(used, k, envs[0].cfg.d_a)
     p = LinearParams.init(seeds, envs[0].cfg.d_o, cfg.d_z, envs[0].cfg.d_a)
