@@ -39,3 +39,9 @@ def minibatches(seed: int) -> int:
 def gridworld_split(seed: int, split_id: int) -> int:
     """Grid-world split `split_id` (0 train, 1 test): no two (seed, split) pairs share a stream."""
     return 2 * seed + split_id
+
+
+def control_episode(seed: int, episode: int) -> int:
+    """Episode `episode` of a Distracting Control collection (`envs.control_collect`): its reset seed,
+    policy stream and paired-render xi; a function of (seed, episode) alone (episode < 1_000_033)."""
+    return 1_000_033 * seed + episode
