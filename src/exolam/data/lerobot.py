@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +67,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exolam.data import video
+from exolam.data.columns import column_numpy, np_dtype, parquet_schema
 from exolam.data.lerobot_write import LEGACY, VERSION, write_dataset
 from exolam.errors import ConfigError
 from exolam.runio import read_json
@@ -116,7 +116,7 @@ class LeRobotDataset:
         self.fps = fps
         self.features = self._check_features(info["features"])
         self.video_keys = [k for k, ft in self.features.items() if ft["dtype"] == "video"]
-        self.numeric_keys = [k for k, ft in self.features.items() if _np_dtype(ft) is not None]
+        self.numeric_keys = [k for k, ft in self.features.items() if np_dtype(ft) is not None]
         if self.video_keys and not isinstance(info.get("video_path"), str):
             raise ConfigError(f"{self._info_path}: video_path is missing (features {self.video_keys} are videos)")
         self._episodes = self._open_v3() if self.version == VERSION else self._open_legacy()
@@ -169,7 +169,7 @@ class LeRobotDataset:
                                                                       "to_timestamp")]
         rows = []
         for f in files:
-            names = _parquet_schema(f).names
+            names = parquet_schema(f).names
             for c in need:
                 if c not in names:
                     raise ConfigError(f"{f}: column '{c}' is missing")
@@ -265,7 +265,7 @@ class LeRobotDataset:
         """The numeric columns of the parquet file holding `ep`, and {episode: (first row, rows) or None}."""
         cached = self._tables.pop(ep.data, None)
         if cached is None:
-            names = _parquet_schema(ep.data).names
+            names = parquet_schema(ep.data).names
             for key in self.numeric_keys + (["episode_index"] if self.version == VERSION else []):
                 if key not in names:
                     raise ConfigError(f"{ep.data}: column '{key}' (a feature in meta/info.json) is missing "
@@ -311,7 +311,7 @@ class LeRobotDataset:
         cached = self._columns.pop((key, ep.index), None)
         if cached is None:
             ft = self.features[key]
-            cached = _numpy(self._rows(ep).column(key), ft["shape"], _np_dtype(ft), f"{ep.data}: episode "
+            cached = column_numpy(self._rows(ep).column(key), ft["shape"], np_dtype(ft), f"{ep.data}: episode "
                             f"{ep.index}: '{key}'")
             if cached.dtype.kind == "f":
                 bad = np.flatnonzero(~np.isfinite(cached.reshape(ep.length, -1)).all(1))
@@ -398,37 +398,3 @@ class LeRobotDataset:
         return (f"LeRobotDataset({str(self.root)!r}, {self.version}, {len(self._episodes)} episodes, "
                 f"{self.num_frames} frames, fps {self.fps}, videos {self.video_keys})")
 
-
-def _np_dtype(ft: dict):
-    """The numpy dtype of a numeric feature, or None (video, image, string)."""
-    try:
-        dt = np.dtype(ft["dtype"])
-    except TypeError:
-        return None
-    return dt if dt.kind in "biuf" else None
-
-
-def _parquet_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: missing") from None
-    except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"{path}: cannot be read as parquet ({e}); truncated?") from None
-
-
-def _numpy(col, shape, dtype, where: str) -> np.ndarray:
-    """A (nested) list or scalar column -> [T, *shape] of `dtype`."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    n = len(arr)
-    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
-        if arr.null_count:
-            break
-        arr = arr.flatten()
-    if arr.null_count:
-        raise ConfigError(f"{where} holds empty (null) values")
-    values = arr.to_numpy(zero_copy_only=False)
-    if values.size != n * math.prod(shape):
-        raise ConfigError(f"{where} holds {values.size // max(n, 1)} values per frame, meta/info.json says shape "
-                          f"{list(shape)}")
-    return values.reshape(n, *shape).astype(dtype, copy=False)

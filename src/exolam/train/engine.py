@@ -142,7 +142,8 @@ def launch(fabric, fn: Callable, *args):
 
 def _run_then_teardown(fabric, fn: Callable, *args):
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
-    torch.set_num_threads(1) if fabric.device.type == "cpu" else None
+    if fabric.device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         return fn(fabric, *args)
     finally:  # a group torchrun / SLURM set up stays for the next run of this process
