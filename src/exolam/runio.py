@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import typing
 from pathlib import Path
 
 from exolam.errors import ConfigError
@@ -71,8 +72,6 @@ def to_jsonable(obj):
 def from_jsonable(cls, data: dict):
     """The dataclass `cls` from `to_jsonable`'s dict (nested dataclasses and tuples restored); a key
     that is not a field of `cls` raises TypeError."""
-    import typing
-
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -84,8 +83,6 @@ def from_jsonable(cls, data: dict):
 
 
 def _restore(hint, value):
-    import typing
-
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return from_jsonable(hint, value)
     if typing.get_origin(hint) is tuple and isinstance(value, list):

@@ -208,9 +208,10 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         ckpt = Path(ckpt_root) / job.name
-        src = Path(reuse_from) if reuse_from else (ckpt if finished(ckpt) else None)
-        if src is not None:
-            lam, loss_train = checkpoint.load_model(src), finished(src)["loss_train"]
+        src = Path(reuse_from) if reuse_from else ckpt
+        meta = finished(src)  # a finished checkpoint (reused, or this job's own) is evaluated, not retrained
+        if meta is not None:
+            lam, loss_train = checkpoint.load_model(src), meta["loss_train"]
         else:
             fabric = engine.make_fabric(job.train, device)
             if job.train.devices > 1:  # N processes train one model; rank 0 wrote the finished checkpoint
