@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 here = Path(__file__).parent
-scripts = ["linear_speed.py", "gridworld_speed.py", "engine_ddp_speed.py", "loader_speed.py"]
+scripts = ["linear_speed.py", "gridworld_speed.py", "engine_ddp_speed.py", "loader_speed.py", "control_speed.py"]
 for script in scripts:
     if not (here / script).exists():  # loader_speed.py is optional
         continue

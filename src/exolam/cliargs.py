@@ -153,3 +153,16 @@ def _cast(flag: Flag, kind, raw: str):
         if str(c) == raw:
             return c
     raise ConfigError(f"{flag.name} = {raw!r} must be one of: {', '.join(map(str, choices))}")
+
+
+def apply(cfg, given: dict[str, Given]):
+    """`cfg` with every config flag of `given` set (dotted paths into nested dataclasses), without tyro."""
+    for g in given.values():
+        if g.flag.config:
+            cfg = _set(cfg, g.flag.path.split("."), g.value)
+    return cfg
+
+
+def _set(obj, path: list[str], value):
+    head, rest = path[0], path[1:]
+    return dataclasses.replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})

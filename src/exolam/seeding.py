@@ -45,3 +45,16 @@ def control_episode(seed: int, episode: int) -> int:
     """Episode `episode` of a Distracting Control collection (`envs.control_collect`): its reset seed,
     policy stream and paired-render xi; a function of (seed, episode) alone (episode < 1_000_033)."""
     return 1_000_033 * seed + episode
+
+
+def control_eval(seed: int, episode: int) -> int:
+    """Episode `episode` of a policy evaluation in Distracting Control (`envs.control_eval`, App. D): its
+    reset seed. Same stride as `control_episode` (episode < 1_000_033) shifted by 2**48, so evaluation
+    episodes are never collection episodes of any seed < 2**48 // 1_000_033 (~2.8e8): a policy is
+    never scored on the exact episodes (initial pose, xi and its drift) it was trained on."""
+    return 2**48 + 1_000_033 * seed + episode
+
+
+def control_labels(seed: int) -> int:
+    """Which training episodes of an App. D run carry action labels (`experiments.control_jobs`)."""
+    return 3 * seed + 2**40 + 11

@@ -16,6 +16,13 @@ integer or bool feature of shape (1,) becomes one value per transition (a discre
 mask: [B] in the batch, as `Transitions` holds them). Nothing is preloaded: frames are decoded in
 `__getitem__`, i.e. in the worker processes, so a dataset larger than memory trains.
 
+Two derived fields, computed per item (so in the workers too):
+
+    label_mask  `labelled_episodes`: True in the windows of those episodes, False elsewhere (the
+                label-fraction setting of App. D / LAOM: whole labelled trajectories)
+    flow        `flow=True`: the optical flow of (o, o_next) (`data.flow.optical_flow`, DIS, 8 x 8),
+                the target of the `robust-flow` objective term (App. D "Flow-pred")
+
 `WindowSource` is a batch source (see data/sampling.py): update k trains on the windows
 `batch_indices(seed, len(dataset), steps, batch_size)[k]`, the same rows a `TensorSource` over the
 same windows draws, so both yield identical batches for the same seed.
@@ -43,7 +50,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """Windows (t, t+k) inside episodes of a LeRobot dataset; items are dicts of tensors (see `collate`)."""
 
     def __init__(self, dataset_or_root, fields: dict[str, str], frame_gap: int = 1, image_size: int | None = None,
-                 episodes=None):
+                 episodes=None, labelled_episodes=None, flow: bool = False):
         ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
         check_positive_int("frame_gap", frame_gap)
         if image_size is not None:
@@ -65,6 +72,13 @@ class WindowDataset(torch.utils.data.Dataset):
             if not 0 <= e < n_eps:
                 raise ConfigError(f"episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
         self.dataset, self.fields, self.frame_gap, self.image_size = ds, dict(fields), frame_gap, image_size
+        if labelled_episodes is not None and "label_mask" in fields:
+            raise ConfigError("give label_mask either as a dataset field or as labelled_episodes, not both")
+        self.labelled = None if labelled_episodes is None else frozenset(int(e) for e in labelled_episodes)
+        for e in self.labelled or ():
+            if not 0 <= e < n_eps:
+                raise ConfigError(f"labelled_episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
+        self.flow = bool(flow)
         self._starts = [0]  # window number of each episode's first window
         for e in self.episodes:
             self._starts.append(self._starts[-1] + max(0, ds.episode_lengths[e] - frame_gap))
@@ -92,6 +106,12 @@ class WindowDataset(torch.utils.data.Dataset):
             item[name] = values[0]
             if name in NEXT:
                 item[NEXT[name]] = values[1]
+        if self.labelled is not None:
+            item["label_mask"] = torch.tensor(episode in self.labelled)
+        if self.flow:
+            from exolam.data.flow import optical_flow
+
+            item["flow"] = optical_flow(item["o"], item["o_next"])
         return item
 
     def _values(self, key: str, episode: int, times: list[int]) -> list[torch.Tensor]:
@@ -160,4 +180,5 @@ class WindowSource:
         ds = self.dataset
         return {"kind": "lerobot-windows", "root": str(ds.dataset.root), "version": ds.dataset.version,
                 "fields": dict(ds.fields), "frame_gap": ds.frame_gap, "image_size": ds.image_size,
-                "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed}
+                "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed,
+                "labelled_episodes": None if ds.labelled is None else sorted(ds.labelled), "flow": ds.flow}

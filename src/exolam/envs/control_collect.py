@@ -62,6 +62,30 @@ FORMAT = 1
 MAX_EPISODES = 1_000_033  # seeding.control_episode's stride: episode ids must stay below it
 
 
+@dataclasses.dataclass
+class CollectConfig:
+    """`exolam control collect`: App. D's demonstrations (paper: 500 episodes x 1000 steps, paired)."""
+
+    env: ControlConfig = dataclasses.field(default_factory=ControlConfig)
+    episodes: int = 500
+    steps: int = 1000
+    seed: int = 0
+    codec: str = "h264"
+    paired: bool = True
+    expert: str = ""
+    """folder of an exported expert (`exolam control train-expert`); '' = the one shipped with exolam"""
+
+    def validate(self) -> "CollectConfig":
+        self.env.validate()
+        check_positive_int("episodes", self.episodes)
+        check_positive_int("steps", self.steps)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
+        if self.codec not in video.CODECS:
+            raise ConfigError(f"codec = {self.codec!r} must be one of {sorted(video.CODECS)}")
+        return self
+
+
 def staged_name(e: int) -> str:
     return f"episode_{e:06d}.npz"
 

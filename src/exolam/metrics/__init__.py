@@ -13,3 +13,6 @@ from exolam.metrics.pixel import (codebook_usage, consistency_loss, exo_region_m
 __all__ = ["probe_nmse", "probe_nmse_given_o", "fit_linear_probe", "innovation_encoder", "leakage_var", "consistency_var", "exo_energy", "weighted_variance_ratio",
            "consistency_loss", "region_mse", "exo_region_mse", "swap_psnr", "psnr", "codebook_usage",
            "probe_accuracy"]
+from exolam.metrics.encoder import derangement, xi_sensitivity, z_consistency  # noqa: E402  (App. D, Eq. 13)
+
+__all__ += ["xi_sensitivity", "z_consistency", "derangement"]
