@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, exact pin: takes the CPU wheel on disk instead of a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,data,control,flow]'
+	$(BIN)/pip install -q -e '.[test,data,control,flow,expert]'
 	touch $(STAMP)
 
 setup: $(STAMP)

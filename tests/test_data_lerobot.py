@@ -16,7 +16,7 @@ from exolam.data import video
 from exolam.data.lerobot import open_dataset, write_dataset
 from exolam.data.sampling import TensorSource
 from exolam.data.transitions import Transitions
-from exolam.data.windows import WindowDataset, WindowSource
+from exolam.data.windows import WindowDataset, WindowSource, collate
 from exolam.errors import ConfigError
 
 FPS = 10
@@ -394,3 +394,21 @@ def test_window_dataset_refuses_bad_fields(base):
         WindowDataset(base, {"o": CAM, "o_next": CAM})
     with pytest.raises(ConfigError, match="'nope' is not a feature"):
         WindowDataset(base, {"o": "nope"})
+
+
+def test_windows_labelled_episodes_and_flow(base):
+    win = WindowDataset(base, {"o": CAM}, labelled_episodes=[1])
+    masks = {win.window(i)[0]: bool(win[i]["label_mask"]) for i in range(len(win))}
+    assert masks == {0: False, 1: True, 2: False}
+    batch = collate([win[i] for i in range(4)])
+    assert batch.label_mask.dtype == torch.bool and batch.label_mask.shape == (4,)
+    pytest.importorskip("cv2")
+    from exolam.data.flow import optical_flow
+
+    item = WindowDataset(base, {"o": CAM}, flow=True)[3]
+    assert item["flow"].shape == (2, 8, 8)
+    assert torch.equal(item["flow"], optical_flow(item["o"][None], item["o_next"][None])[0])
+    with pytest.raises(ConfigError, match="out of range"):
+        WindowDataset(base, {"o": CAM}, labelled_episodes=[3])
+    with pytest.raises(ConfigError, match="not both"):
+        WindowDataset(base, {"o": CAM, "label_mask": "action"}, labelled_episodes=[0])

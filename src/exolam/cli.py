@@ -36,7 +36,8 @@ USAGE = ("usage: exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR]
          "       exolam control train-expert|collect [...]")
 COMMON = ("seeds", "device", "solver")  # config fields a group passes on to each experiment that has them
 CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False),
-             "--jobs": Flag("jobs", int, config=False), "--shard": Flag("shard", str, config=False)}
+             "--jobs": Flag("jobs", int, config=False), "--shard": Flag("shard", str, config=False),
+             "--preset": Flag("preset", str, config=False)}
 
 
 def _tyro_parse(cls, default, args: list[str], prog: str):
@@ -63,6 +64,7 @@ class Options:
     out: str = "runs"
     jobs: int | None = None  # None: the experiment's default (grid world: 2 on CPU; linear: 0)
     shard: tuple[int, int] | None = None
+    preset: str | None = None  # a named preset of the experiment (its PRESETS); --quick = --preset quick
 
 
 def _options(given: dict[str, Given]) -> Options:
@@ -71,7 +73,11 @@ def _options(given: dict[str, Given]) -> Options:
     out = given["out"].value if "out" in given else "runs"
     if not out:
         raise ConfigError("--out = '' must name a folder")
-    return Options(quick="quick" in given, out=out, jobs=check_jobs(given["jobs"].value) if "jobs" in given else None,
+    preset = given["preset"].value if "preset" in given else None
+    if preset is not None and "quick" in given and preset != "quick":
+        raise ConfigError(f"--quick and --preset {preset} contradict each other; give one")
+    return Options(quick="quick" in given or preset == "quick", preset=preset, out=out,
+                   jobs=check_jobs(given["jobs"].value) if "jobs" in given else None,
                    shard=parse_shard(given["shard"].value) if "shard" in given else None)
 
 
@@ -80,7 +86,10 @@ def _single(name: str, mod, args: list[str]):
     usage = f"exolam reproduce {name}"
     given = check(args, {**CLI_FLAGS, **config_flags(mod.Config)}, name, usage, set_by=getattr(mod.Config, "SET_BY", {}))
     opts = _options(given)
-    default = mod.quick_config() if opts.quick else mod.Config()
+    presets = getattr(mod, "PRESETS", {"quick": mod.quick_config})
+    if opts.preset is not None and opts.preset not in presets:
+        raise ConfigError(f"--preset = {opts.preset!r}: {name} has presets {', '.join(presets)} (default: the paper's)")
+    default = presets[opts.preset or "quick"]() if opts.quick or opts.preset else mod.Config()
     tyro_args = [a for g in given.values() if g.flag.config for a in g.tyro_args()]
     return [(name, mod, _tyro_parse(mod.Config, default, tyro_args, usage))], opts
 
@@ -99,6 +108,8 @@ def _group(target: str, names: list[str], mods: dict, args: list[str]):
     given = check(args, {**CLI_FLAGS, **common}, f"the group '{target}'", f"exolam reproduce {target}",
                   set_by=set_by, elsewhere=single_only)
     opts = _options(given)
+    if opts.preset not in (None, "quick"):
+        raise ConfigError(f"--preset {opts.preset} applies to a single experiment, not to the group '{target}'")
     configs = []
     for n in names:
         cfg = mods[n].quick_config() if opts.quick else mods[n].Config()
@@ -145,7 +156,7 @@ def reproduce(argv: list[str]) -> int:
         shard = f" shard {opts.shard[0]}/{opts.shard[1]}" if opts.shard else ""
         try:
             run.open(to_jsonable(cfg))
-            print(f"[{name}] {'quick' if opts.quick else 'full'} preset{shard} -> {run.path}", flush=True)
+            print(f"[{name}] {opts.preset or ('quick' if opts.quick else 'full')} preset{shard} -> {run.path}", flush=True)
             mod.run(cfg, run, opts.jobs)
         except BaseException:  # bad input found late, a crash or ^C: a folder with nothing recorded goes
             run.discard_if_empty()

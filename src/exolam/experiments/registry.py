@@ -12,6 +12,7 @@ MODULES = {
     "gridworld": "gridworld",
     "swap": "swap",
     "xexo-sweep": "xexo_sweep",
+    "control": "control",
 }
 GROUPS = {"linear": ["leakage", "sensitivity", "auxiliary"]}
 

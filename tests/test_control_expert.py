@@ -1,0 +1,108 @@
+"""The App. D expert: SB3 training resumes, the exported MLP acts as SB3's deterministic policy, and
+`exolam control train-expert | collect` check their input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("dm_control")
+sb3 = pytest.importorskip("stable_baselines3")
+
+from exolam.cli import main  # noqa: E402
+from exolam.data.lerobot import open_dataset  # noqa: E402
+from exolam.envs.control_expert import (PACKAGED, Expert, ExpertConfig, _build, _export, evaluate,  # noqa: E402
+                                        flat_state, load_expert, save_expert, train_expert)
+from exolam.errors import ConfigError  # noqa: E402
+
+
+def random_expert(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    e = Expert([17, 16, 6], "relu", "tanh")
+    path = tmp_path / "expert"
+    save_expert(e, path, {"algo": "random", "env": "cheetah-run", "steps": 0, "seed": seed,
+                          "eval": {"returns": [0.0], "mean": 0.0, "std": 0.0}})
+    return path
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo"])
+def test_export_acts_like_sb3_deterministic_policy(tmp_path, algo):
+    cfg = ExpertConfig(algo=algo, steps=256, save_every=256, learning_starts=64, n_envs=2)
+    model, venv = _build(cfg, tmp_path)
+    model.learn(256)
+    expert = _export(model, algo, venv if algo == "ppo" else None)
+    obs = np.random.default_rng(0).normal(size=(5, 17)).astype(np.float32)
+    fed = venv.normalize_obs(obs) if algo == "ppo" else obs
+    want, _ = model.predict(fed, deterministic=True)
+    got = np.stack([expert(o.astype(np.float64)) for o in obs])
+    np.testing.assert_allclose(got, np.clip(want, -1, 1), atol=1e-5)
+
+
+def test_train_resume_and_load(tmp_path):
+    cfg = ExpertConfig(algo="ppo", steps=1024, save_every=1024, eval_episodes=1, n_envs=2)
+    logs = []
+    train_expert(cfg, tmp_path, log=logs.append)
+    path = train_expert(ExpertConfig(algo="ppo", steps=2048, save_every=1024, eval_episodes=2, n_envs=2), tmp_path,
+                        log=logs.append)
+    assert any("step 1024 of 2048" in m for m in logs)  # resumed, not restarted
+    e = load_expert(path)
+    assert e.meta["steps"] == 2048 and len(e.meta["eval"]["returns"]) == 2
+    assert e.meta["eval"]["returns"] == [round(r, 2) for r in evaluate(e, "cheetah", "run", 2, cfg.seed + 2)]
+    with pytest.raises(ConfigError, match="another configuration"):
+        train_expert(ExpertConfig(algo="ppo", steps=2048, seed=1, n_envs=2), tmp_path)
+
+
+def test_evaluate_matches_a_hand_rollout(tmp_path):
+    from dm_control import suite
+
+    e = load_expert(random_expert(tmp_path))
+    env = suite.load("cheetah", "run", task_kwargs={"random": 0})
+    env.task.random.seed(10_007 * 3)
+    ts, total = env.reset(), 0.0
+    while not ts.last():
+        ts = env.step(e(flat_state(ts)))
+        total += ts.reward
+    assert evaluate(e, "cheetah", "run", 1, 3) == [pytest.approx(total)]
+
+
+def test_load_expert_bad_folders(tmp_path):
+    with pytest.raises(ConfigError, match="missing"):
+        load_expert(tmp_path / "nowhere")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ConfigError, match="not an exolam expert"):
+        load_expert(tmp_path / "x")
+    p = random_expert(tmp_path)
+    (p / "model.safetensors").write_bytes(b"cut")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        load_expert(p)
+
+
+def test_shipped_expert_reaches_its_recorded_return():
+    if not (PACKAGED / "config.json").exists():
+        pytest.skip("no expert shipped in this checkout")
+    e = load_expert()
+    assert evaluate(e, "cheetah", "run", 1, e.meta["seed"] + 2)[0] == pytest.approx(e.meta["eval"]["returns"][0],
+                                                                                     abs=0.01)
+
+
+def test_cli_collect_and_bad_input(tmp_path, capsys):
+    expert = random_expert(tmp_path)
+    out = tmp_path / "data"
+    args = ["control", "collect", "--episodes", "2", "--steps", "15", "--env.image-size", "32", "--expert",
+            str(expert), "--out", str(out)]
+    assert main(args) == 0
+    ds = open_dataset(out / "dataset")
+    assert ds.episode_lengths == [15, 15] and "observation.image_alt" in ds.video_keys
+    assert main(args) == 0  # a finished collection is returned as is
+    for bad, msg in ((["--episodes", "0"], "episodes"), (["--env.delta-cam", "2"], "env.delta_cam"),
+                     (["--codec", "xvid"], "codec"), (["--bogus", "1"], "unknown option"),
+                     (["--expert", str(tmp_path / "none")], "missing")):
+        capsys.readouterr()
+        assert main(["control", "collect", "--out", str(tmp_path / "bad")] + bad) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1
+        assert not (tmp_path / "bad" / "dataset").exists()
+    assert main(["control", "fly"]) == 2
+    assert main(["control", "train-expert", "--algo", "dqn", "--out", str(tmp_path / "e")]) == 2
