@@ -95,3 +95,15 @@ def test_shard_needs_a_collected_dataset(tmp_path, capsys):
     assert main(["reproduce", "control", "--quick", "--shard", "1/2", "--expert", str(expert), "--out",
                  str(tmp_path / "o")]) == 2
     assert "collect the dataset first" in capsys.readouterr().err
+
+
+def test_label_fractions_share_one_lam(tmp_path):
+    expert = random_expert(tmp_path)
+    assert main(["reproduce", "control", "--quick", "--seeds", "1", "--jobs", "0", "--expert", str(expert),
+                 "--variants", "lam", "--label-fractions", "0.25", "0.75", "--out", str(tmp_path / "o")]) == 0
+    got = {(r["method"], r["label_fraction"]): r for r in rows(tmp_path / "o")}
+    a, b = got[("lam", "0.25")], got[("lam", "0.75")]
+    for m in ("probe_nmse", "loss_train", "consistency_rel"):  # one LAM, trained once
+        assert a[m] == b[m]
+    lams = list((tmp_path / "o" / "control" / "checkpoints").glob("lam-seed0/lam"))
+    assert len(lams) == 1 and not list((tmp_path / "o" / "control" / "checkpoints").glob("lam-lf*/lam"))

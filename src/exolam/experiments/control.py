@@ -33,7 +33,8 @@ from pathlib import Path
 
 from exolam.envs.control import ControlConfig
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.experiments.control_jobs import BASELINES, METRICS, ControlTask, parse_variant, run_task, variant_name
+from exolam.experiments.control_jobs import (BASELINES, METRICS, ControlTask, parse_variant, run_group, shares_lam,
+                                            variant_name)
 from exolam.experiments.plotting import figure
 from exolam.models.lapo import LapoLAMConfig
 from exolam.models.policy import DecoderConfig, PolicyConfig
@@ -195,7 +196,10 @@ def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=prin
     if jobs_parallel is None:
         jobs_parallel = 2 if torch.device(cfg.device).type == "cpu" else 0
     root = str(run_dir.path / "checkpoints")
-    run_tasks([Task(((t.config, t.seed),), run_task, (t, root)) for t in todo], run_dir,
+    groups: dict[tuple, list[ControlTask]] = {}
+    for i, t in enumerate(todo):  # label fractions of one shared LAM: one task, trained once, in sequence
+        groups.setdefault((t.method, t.seed) if shares_lam(t) else (i,), []).append(t)
+    run_tasks([Task(tuple((t.config, t.seed) for t in g), run_group, (g, root)) for g in groups.values()], run_dir,
               [(t.config, t.seed) for t in todo], jobs=jobs_parallel, log=log)
 
 

@@ -44,7 +44,7 @@ from exolam.models.policy import (ActionDecoder, BCObjective, ConvPolicy, Decode
                                   LatentPolicyObjective, PolicyConfig, bc_policy, latent_action_policy)
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
 from exolam.runio import to_jsonable
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 from exolam.train.engine import TrainConfig
 
 IMAGE, ALT, STATE, ACTION = "observation.image", "observation.image_alt", "observation.state", "action"
@@ -115,10 +115,9 @@ def _fit(task: ControlTask, model, objective, source, train: TrainConfig, ckpt: 
             "train": {k: v for k, v in to_jsonable(train).items() if k not in ("save_every", "log_every")},
             "seed": task.seed, "device": torch.device(task.device).type}
     fabric = engine.make_fabric(train, task.device)
-    meta = checkpoint.read_config(ckpt).get("meta", {}) if (ckpt / "config.json").exists() else {}
     result = engine.fit(fabric, model, objective, source, train, spec=spec, ckpt=ckpt, hooks=hooks,
                         metrics=ckpt.parent / f"{name}.jsonl", desc=name)
-    return meta.get("loss_train", result.loss_train) if result.start >= train.steps else result.loss_train
+    return result.loss_train  # a finished checkpoint resumes at its end, with its loss tail
 
 
 def _source(task: ControlTask, fields: dict, episodes, train: TrainConfig, **kw) -> WindowSource:
@@ -211,6 +210,17 @@ def expert_return(task: ControlTask) -> dict:
 
     ds = open_dataset(task.data)
     return {"return": float(np.mean([ds.column("next.reward", e).sum() for e in range(len(ds.episode_lengths))]))}
+
+
+def shares_lam(task: ControlTask) -> bool:
+    """Whether the task's LAM and latent policy are the same for every label fraction (one sweep task
+    then runs all its fractions in a row, so no two processes train one checkpoint)."""
+    return task.method not in BASELINES and "robust-action" not in task.method
+
+
+def run_group(tasks: list[ControlTask], ckpt_root: str) -> list[dict]:
+    """The rows of tasks that share their LAM (`shares_lam`), in order."""
+    return [row for t in tasks for row in run_task(t, ckpt_root)]
 
 
 def run_task(task: ControlTask, ckpt_root: str) -> list[dict]:
