@@ -109,7 +109,8 @@ def loader_rate(source, seconds: float, repeats: int):
     return n / dt, first
 
 
-def train_rate(lam, objective, hooks, batch, steps: int, repeats: int, lr: float, grad_clip: float) -> float:
+def train_rate(lam, objective, hooks, batch, steps: int, repeats: int, warmup: int, lr: float,
+               grad_clip: float) -> float:
     """Updates/s of the engine's step (forward, backward, clip, Adam, hooks) on one fixed batch, fp32."""
     lam.train(), objective.train()
     params = [p for p in list(lam.parameters()) + list(objective.parameters()) if p.requires_grad]
@@ -124,10 +125,11 @@ def train_rate(lam, objective, hooks, batch, steps: int, repeats: int, lr: float
         for hook in hooks:
             hook(k, lam)
 
-    step(0)  # warm-up: allocations, Adam state
+    for k in range(warmup):  # allocations, Adam state
+        step(k + 1)
     t = time.perf_counter()
     for k in range(steps * repeats):
-        step(k + 1)
+        step(warmup + k + 1)
     return steps * repeats / (time.perf_counter() - t)
 
 
@@ -146,7 +148,11 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--scales", nargs="+", default=["cpu", "paper"], choices=["cpu", "paper"])
     p.add_argument("--steps", type=int, default=15, help="timed updates per repeat, cpu scale")
-    p.add_argument("--paper-steps", type=int, default=2, help="timed updates per repeat, paper scale (~1 update/s)")
+    p.add_argument("--paper-steps", type=int, default=1, help="timed updates per repeat, paper scale (slow: 0.1-1 "
+                   "update/s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed updates before the timed ones, cpu scale")
+    p.add_argument("--paper-warmup", type=int, default=0, help="the same, paper scale (at seconds per update the "
+                   "first update's allocations are negligible)")
     p.add_argument("--repeats", type=int, default=1, help="timed segments per measurement (pooled)")
     p.add_argument("--seconds", type=float, default=1.0, help="loader timing window per repeat and setting")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers to measure")
@@ -161,7 +167,8 @@ def main() -> None:
     presets = {k: v for k, v in scales().items() if k in args.scales}
     print(f"Distracting cheetah-run, random-policy data ({args.episodes} x {args.frames} steps, paired, h264), "
           f"fp32, 1 torch thread, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"timed updates {args.steps} (cpu) / {args.paper_steps} (paper) x {args.repeats}, "
+          f"timed updates {args.steps} (cpu, after {args.warmup} warm-up) / {args.paper_steps} (paper, after "
+          f"{args.paper_warmup}) x {args.repeats}, "
           f"loader {args.seconds:g} s x {args.repeats} per setting", flush=True)
     for name, cfg in presets.items():
         m = cfg.model
@@ -178,7 +185,7 @@ def main() -> None:
                 print(f"  collected {size} px: {args.episodes * args.frames / dt:.0f} frames/s with the staging and "
                       f"encoding ({dt:.0f} s)", flush=True)
         for name, cfg in presets.items():
-            steps = args.steps if name == "cpu" else args.paper_steps
+            steps, warmup = (args.steps, args.warmup) if name == "cpu" else (args.paper_steps, args.paper_warmup)
             for variant in args.variants:
                 rate = {}
                 for w in sorted(args.workers):  # W=0 first: its model and first batch are trained on
@@ -187,7 +194,8 @@ def main() -> None:
                     if w == 0:
                         (lam, objective, hooks, _), batch = built, first
                     del built
-                ups = train_rate(lam, objective, hooks, batch, steps, args.repeats, cfg.train.lr, cfg.train.grad_clip)
+                ups = train_rate(lam, objective, hooks, batch, steps, args.repeats, warmup, cfg.train.lr,
+                                 cfg.train.grad_clip)
                 rows[(name, variant)] = (ups, rate)
                 print(f"  {name} {variant}: {ups:.2f} updates/s, loader " +
                       ", ".join(f"W={w} {r:.0f} windows/s" for w, r in rate.items()), flush=True)

@@ -218,7 +218,7 @@ def test_a_common_flag_some_experiments_lack_is_announced(tmp_path, monkeypatch,
     (tmp_path / "runs" / "xexo-sweep" / "config.json").write_text("{}\n")
     out, _ = _fails(capsys, ["reproduce", "all", "--quick", "--solver", "closed-form"], "runs/xexo-sweep: holds",
                     tmp_path)
-    assert "--solver applies to leakage, sensitivity, auxiliary only (not gridworld, swap, xexo-sweep)" in out
+    assert "--solver applies to leakage, sensitivity, auxiliary only (not gridworld, swap, xexo-sweep, control)" in out
 
 
 @pytest.mark.parametrize("args", [["reproduce", "leakage", "--help"], ["reproduce", "linear", "-h"], ["report", "-h"]])

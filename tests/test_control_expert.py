@@ -106,3 +106,18 @@ def test_cli_collect_and_bad_input(tmp_path, capsys):
         assert not (tmp_path / "bad" / "dataset").exists()
     assert main(["control", "fly"]) == 2
     assert main(["control", "train-expert", "--algo", "dqn", "--out", str(tmp_path / "e")]) == 2
+
+
+def test_parallel_collection_equals_sequential(tmp_path):
+    from exolam.envs.control import ControlConfig
+    from exolam.envs.control_collect import collect
+
+    expert = load_expert(random_expert(tmp_path))
+    cfg = ControlConfig(image_size=32)
+    one = open_dataset(collect(cfg, expert, tmp_path / "one", 3, 10, 5))
+    two = open_dataset(collect(cfg, expert, tmp_path / "two", 3, 10, 5, jobs=2))
+    for e in range(3):
+        for key in ("observation.state", "action", "xi", "xi_alt"):
+            np.testing.assert_array_equal(one.column(key, e), two.column(key, e))
+        np.testing.assert_array_equal(one.frames("observation.image_alt", e, 0, 10),
+                                      two.frames("observation.image_alt", e, 0, 10))

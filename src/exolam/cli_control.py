@@ -1,7 +1,7 @@
 """`exolam control ...`: the Distracting Control expert and its demonstrations (App. D).
 
     exolam control train-expert [--algo sac|ppo] [--steps N] [--seed S] [--out DIR] [--field value ...]
-    exolam control collect [--episodes N] [--steps T] [--seed S] [--expert DIR] [--out DIR]
+    exolam control collect [--episodes N] [--steps T] [--seed S] [--expert DIR] [--out DIR] [--jobs J]
                            [--env.delta-color 0.5 --env.delta-cam 0.05 ...] [--codec h264|av1] [--no-paired]
 
 train-expert trains (or resumes) an SB3 agent on proprioceptive state and exports it to
@@ -64,7 +64,8 @@ def collect(args: list[str]) -> int:
     expert = load_expert(cfg.expert or None)
     print(f"[collect] {cfg.episodes} x {cfg.steps} steps of {cfg.env.domain}-{cfg.env.task} "
           f"(Delta_color {cfg.env.delta_color:g}, Delta_cam {cfg.env.delta_cam:g}) -> {out}", flush=True)
-    path = collect(cfg.env, expert, out, cfg.episodes, cfg.steps, cfg.seed, cfg.codec, cfg.paired)
+    path = collect(cfg.env, expert, out, cfg.episodes, cfg.steps, cfg.seed, cfg.codec, cfg.paired,
+                   jobs=cfg.jobs)
     print(f"dataset: {path}")
     return 0
 

@@ -74,6 +74,8 @@ class CollectConfig:
     paired: bool = True
     expert: str = ""
     """folder of an exported expert (`exolam control train-expert`); '' = the one shipped with exolam"""
+    jobs: int = 1
+    """processes that roll episodes out (1 thread each); the dataset does not depend on it"""
 
     def validate(self) -> "CollectConfig":
         self.env.validate()
@@ -81,6 +83,7 @@ class CollectConfig:
         check_positive_int("steps", self.steps)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
+        check_positive_int("jobs", self.jobs)
         if self.codec not in video.CODECS:
             raise ConfigError(f"codec = {self.codec!r} must be one of {sorted(video.CODECS)}")
         return self
@@ -195,8 +198,11 @@ def _load_npz(path: Path, keys) -> dict:
 
 
 def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: int, codec: str = "h264",
-            paired: bool = True, *, limit: int | None = None) -> Path:
+            paired: bool = True, *, limit: int | None = None, jobs: int = 1) -> Path:
     """Collect `episodes` episodes of at most `steps` frames into `out/dataset`; returns its path.
+
+    `jobs` > 1 stages the episodes in that many spawned processes (the policy must pickle: the
+    exported expert does); the dataset is the same whatever `jobs` is (episode e depends on e alone).
 
     Resumes a staged collection in `out` (module doc). `limit`: stage only episodes [0, limit) and
     return the staging folder without writing the dataset (a collection cut short on purpose).
@@ -239,6 +245,17 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
         p.unlink(missing_ok=True)
     todo = [e for e in range(episodes if limit is None else min(limit, episodes))
             if not (staging / staged_name(e)).exists()]
+    if jobs > 1 and len(todo) > 1:  # J spawned processes stage episodes e = k, k + J, ... (1 thread each)
+        import concurrent.futures as cf
+        import multiprocessing
+
+        with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for f in [pool.submit(_stage, cfg, policy, staging, todo[k::jobs], seed, steps, paired)
+                      for k in range(min(jobs, len(todo)))]:
+                f.result()
+        todo = []
+    if limit is not None and limit < episodes and not todo:
+        return staging
     env = DistractingControl(cfg)
     try:
         for e in todo:
@@ -255,6 +272,19 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
                   codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
     _finish(staging, done, spec, episodes)
     return dataset
+
+
+def _stage(cfg: ControlConfig, policy, staging: Path, todo: list[int], seed: int, steps: int, paired: bool) -> None:
+    """A collection worker: stage episodes `todo` (same files as the sequential path)."""
+    import torch
+
+    torch.set_num_threads(1)
+    env = DistractingControl(cfg)
+    try:
+        for e in todo:
+            _save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
+    finally:
+        env.close()
 
 
 def _finish(staging: Path, done: Path, spec: dict, episodes: int) -> None:

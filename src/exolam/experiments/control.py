@@ -162,7 +162,7 @@ def plan(cfg: Config) -> list[tuple[str, int]]:
     return [(t.config, t.seed) for t in tasks(cfg, "", cfg.episodes)]
 
 
-def dataset(cfg: Config, run_dir: RunDir, log=print) -> tuple[str, int]:
+def dataset(cfg: Config, run_dir: RunDir, log=print, jobs: int = 1) -> tuple[str, int]:
     """The demonstrations (collected into the run folder unless `data` names one) and their episode count."""
     from exolam.data.lerobot import open_dataset
 
@@ -177,7 +177,8 @@ def dataset(cfg: Config, run_dir: RunDir, log=print) -> tuple[str, int]:
             raise ConfigError(f"--shard: collect the dataset first (`exolam reproduce control` without --shard, or "
                               f"`exolam control collect --out D` and --data D/dataset); {folder} is not finished")
         log(f"  control: collecting {cfg.episodes} x {cfg.steps} steps into {folder}")
-        path = collect(cfg.env, load_expert(cfg.expert or None), folder, cfg.episodes, cfg.steps, cfg.data_seed)
+        path = collect(cfg.env, load_expert(cfg.expert or None), folder, cfg.episodes, cfg.steps, cfg.data_seed,
+                       jobs=jobs)
     n = len(open_dataset(path).episode_lengths)
     if n <= cfg.test_episodes:
         raise ConfigError(f"{path}: {n} episodes, but test_episodes = {cfg.test_episodes} must leave training episodes")
@@ -191,10 +192,10 @@ def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=prin
 
     cfg.validate()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    data, n = dataset(cfg, run_dir, log)
-    todo = tasks(cfg, data, n)
     if jobs_parallel is None:
         jobs_parallel = 2 if torch.device(cfg.device).type == "cpu" else 0
+    data, n = dataset(cfg, run_dir, log, jobs=max(1, jobs_parallel))
+    todo = tasks(cfg, data, n)
     root = str(run_dir.path / "checkpoints")
     groups: dict[tuple, list[ControlTask]] = {}
     for i, t in enumerate(todo):  # label fractions of one shared LAM: one task, trained once, in sequence
