@@ -12,7 +12,8 @@ In one run:
                with num_workers 0 and 1; the first batch (worker start-up) is not timed;
      training  updates/s of the engine's step on one fixed in-memory batch (the loader's first batch):
                forward, backward, global-norm clip, Adam (foreach), the EMA hook for @ema; fp32, 1 thread;
-               samples/s = updates/s x batch size;
+               --warmup untimed updates first (--paper-warmup at paper scale: none by default, where one
+               update takes seconds); samples/s = updates/s x batch size;
    and prints loader / training ("x times what training consumes": below 1 the loader starves training at
    that setting). The experiment runs `WindowSource` with num_workers = 0 inside each sweep worker process
    (2 processes x 1 thread on CPU), so decoding is not overlapped with training there: a step costs
@@ -24,12 +25,14 @@ In one run:
 
 Numbers taken while other jobs share the CPU are lower than on an idle machine and drift between runs:
 read them as ratios (loader / training, W=1 / W=0, policy / env), which are measured side by side; the
-load average is printed first. On a 2-core machine the W=1 worker and the training step would share the
-cores, so the W=1 ratios are upper bounds of what runs side by side.
+load average is printed first. With one timed update per paper-scale variant (the default) those rates
+are single samples: raise --paper-steps / --repeats where time allows. On a 2-core machine the W=1
+worker and the training step would share the cores, so the W=1 ratios are upper bounds of what runs
+side by side.
 
-    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/control_train_speed.py        # ~2-3 min on our loaded 2-core CPU
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/control_train_speed.py        # ~1.5 min on our loaded 2-core CPU
     OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/control_train_speed.py --episodes 2 --frames 40 \\
-        --steps 3 --paper-steps 1 --seconds 0.3 --eval-steps 20 --variants lam lam+robust-flow:1   # smoke, ~30 s
+        --steps 3 --paper-steps 1 --seconds 0.3 --eval-steps 20 --variants lam lam+robust-flow:1   # smoke, ~1 min
 """
 
 from __future__ import annotations
@@ -218,8 +221,9 @@ def main() -> None:
     for name, cfg in presets.items():
         per = [(v, rows[(name, v)]) for v in args.variants]
         b = cfg.train.batch_size
-        mins = ", ".join(f"{v} {cfg.train.steps * (1 / ups + b / rate[0]) / 60:.1f}" for v, (ups, rate) in per)
-        print(f"projected LAM stage ({name}: {cfg.train.steps} updates, W=0, 1 process at this load), minutes: {mins}")
+        unit, div = ("h", 3600) if name == "paper" else ("min", 60)
+        est = ", ".join(f"{v} {cfg.train.steps * (1 / ups + b / rate[0]) / div:.1f} {unit}" for v, (ups, rate) in per)
+        print(f"projected LAM stage ({name}: {cfg.train.steps} updates, W=0, 1 process at this load): {est}")
 
     from exolam.experiments.control import cpu_config
     from exolam.models.policy import ConvPolicy, bc_policy
