@@ -35,13 +35,8 @@ from torch import nn
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int
+from exolam.models.lapo import _halve
 from exolam.objectives import Term, sq_err
-
-
-def _halve(size: int, times: int) -> int:
-    for _ in range(times):
-        size = (size + 1) // 2
-    return size
 
 
 @dataclasses.dataclass
