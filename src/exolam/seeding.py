@@ -55,6 +55,6 @@ def control_eval(seed: int, episode: int) -> int:
     return 2**48 + 1_000_033 * seed + episode
 
 
-def control_labels(seed: int) -> int:
-    """Which training episodes of an App. D run carry action labels (`experiments.control_jobs`)."""
+def labelled_episodes(seed: int) -> int:
+    """Which training episodes carry action labels (`data.sampling.labelled_episodes`: App. D, own data)."""
     return 3 * seed + 2**40 + 11

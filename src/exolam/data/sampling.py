@@ -57,3 +57,15 @@ class TensorSource:
 
     def spec(self) -> dict:
         return {"kind": "tensors", "n": len(self.data), "seed": self.seed, "fields": sorted(self.data.fields())}
+
+
+def labelled_episodes(n_episodes: int, fraction: float, seed: int) -> list[int]:
+    """The episodes that carry action labels in the label-fraction setting (App. D; LAOM labels whole
+    trajectories): max(1, round(fraction * n_episodes)) of them, drawn by `seeding.labelled_episodes(seed)`."""
+    import numpy as np
+
+    from exolam import seeding
+
+    k = min(n_episodes, max(1, round(fraction * n_episodes)))
+    perm = np.random.default_rng(seeding.labelled_episodes(seed)).permutation(n_episodes)
+    return sorted(int(e) for e in perm[:k])

@@ -17,7 +17,7 @@ A latent row (`method` = a variant `OBJECTIVE[@ENCODER]`, e.g. `lam+xexo:1`, `la
 A BC row (`bc`: the labelled episodes; `bc-all`: every training episode's labels) trains pi_BC(a|o)
 and evaluates it the same way. The `expert` row is the return of the demonstrations themselves.
 Everything is a function of (task, seed): model init `torch.manual_seed(seed)` per stage, minibatch
-streams from the seed, labelled episodes from `seeding.control_labels(seed)`.
+streams from the seed, labelled episodes from `data.sampling.labelled_episodes`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exolam import seeding
 from exolam.data.flow import flow_dim
+from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource, collate
 from exolam.envs.control import ControlConfig
 from exolam.envs.control_eval import evaluate_policy
@@ -65,13 +65,6 @@ def parse_variant(text: str, field: str = "variants") -> tuple[str, str]:
 def variant_name(text: str) -> str:
     objective, encoder = parse_variant(text)
     return objective if encoder == "pixels" else f"{objective}@{encoder}"
-
-
-def labelled_episodes(n_train: int, fraction: float, seed: int) -> list[int]:
-    """max(1, round(fraction * n_train)) training episodes, drawn by the seed (whole labelled trajectories)."""
-    k = min(n_train, max(1, round(fraction * n_train)))
-    perm = np.random.default_rng(seeding.control_labels(seed)).permutation(n_train)
-    return sorted(int(e) for e in perm[:k])
 
 
 @dataclasses.dataclass  # not frozen: Fabric's spawn launcher rebuilds dataclasses passed to workers

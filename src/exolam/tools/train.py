@@ -1,0 +1,301 @@
+"""`exolam train`: a LAM (LAPO-style of App. D, or the VQ LAM of Sec. 5) on the video of any LeRobot dataset.
+
+    windows  (o_t, o_{t+k}) of one camera, never crossing an episode (data/windows.py), resized to
+             image_size x image_size, k = frame_gap
+    model    lapo: `LapoLAMConfig` defaults (d_z 8, encoder pixels | ema) with frame = image_size;
+             vq:   `VQLAMConfig` defaults (Table 2: d_z 32, K 5) with frame = image_size
+    loss     the objective string (objectives.py): lam [+xexo:w] [+robust-action:w] [+robust-flow:w];
+             xexo needs the paired view `<camera>_alt`, robust-action the feature `action`
+             (tools/fields.py); robust-flow computes DIS flow of (o, o') in the data workers
+    engine   train/engine.py `fit` on Lightning Fabric (1 CPU .. N GPUs), Adam, clip 5
+
+OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/checkpoint)`; resumable:
+the same command run again continues from it, a different config is refused), `metrics.jsonl`
+(loss every log_every updates) and `train.json` (the resolved config: dataset root, camera, image
+size, channels, frame gap, d_z, model class). The checkpoint's spec carries `input` = {camera,
+image_size, channels, frame_shape, frame_gap}: what `exolam label` / `diagnose` check a dataset against.
+
+Label fraction (robust-action only, App. D / LAOM): round(f * episodes) whole episodes, drawn by the
+seed, carry labels; f = 1 uses every label (or the dataset's own `action_is_labeled` mask).
+The VQ LAM (built for 4x4 grid-world frames) flattens full-resolution IDM features into its MLP
+(128 * S^2 * 64 weights), so it is refused above MAX_VQ_SIZE pixels; its UNet needs an even size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from exolam.data.lerobot import LeRobotDataset, open_dataset
+from exolam.data.sampling import labelled_episodes
+from exolam.data.windows import WindowDataset, WindowSource
+from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.models.lapo import ENCODERS, LapoLAM, LapoLAMConfig, ema_hook
+from exolam.models.vq import VQLAM, VQLAMConfig
+from exolam.objectives import Objective, format_objective, parse_objective
+from exolam.runio import atomic_write, to_jsonable
+from exolam.tools.fields import ACTION, LABEL, camera_key, lam_fields
+from exolam.train import checkpoint, engine
+from exolam.train.engine import TrainConfig
+
+MODELS = ("lapo", "vq")
+MAX_VQ_SIZE = 64
+KIND = "exolam-own-lam"
+
+
+@dataclasses.dataclass
+class TrainOwnConfig:
+    """`exolam train`: a LAM on a LeRobot dataset's video (defaults: App. C Table 2 / App. D)."""
+
+    data: str = ""
+    """LeRobot dataset folder (v3.0 or v2.1)"""
+    out: str = ""
+    """run folder: checkpoint/, metrics.jsonl, train.json"""
+    camera: str | None = None
+    """video feature to train on (default: the dataset's first)"""
+    image_size: int = 64
+    """frames are resized to image_size x image_size"""
+    frame_gap: int = 1
+    """k: the IDM sees (o_t, o_{t+k})"""
+    model: Literal["lapo", "vq"] = "lapo"
+    encoder: Literal["pixels", "ema"] | None = None
+    """lapo only: observation space (default pixels)"""
+    objective: str = "lam"
+    """lam[+xexo:w][+robust-action:w][+robust-flow:w]"""
+    label_fraction: float = 1.0
+    """robust-action only: fraction of episodes whose actions are used"""
+    d_z: int | None = None
+    """latent action dim (default: lapo 8, vq 32)"""
+    idm_channels: tuple[int, ...] | None = None
+    """IDM conv widths (default: the model's)"""
+    fdm_channels: tuple[int, ...] | None = None
+    """FDM UNet widths (default: the model's; vq: exactly 4)"""
+    steps: int = 16_000
+    batch_size: int = 128
+    lr: float = 3e-4
+    seed: int = 0
+    devices: int = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    precision: Literal["auto", "32", "bf16-mixed"] = "auto"
+    num_workers: int = 0
+    """DataLoader worker processes decoding video"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    save_every: int = 1000
+    log_every: int = 100
+
+    def validate(self) -> "TrainOwnConfig":
+        for name in ("data", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required (a folder)")
+        for name in ("image_size", "frame_gap", "steps", "batch_size", "devices", "save_every"):
+            check_positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("seed", "num_workers", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} = {v!r} must be an integer >= 0")
+        check_range("--lr", self.lr, 0.0, None, lo_open=True)
+        check_range("--label-fraction", self.label_fraction, 0.0, 1.0, lo_open=True)
+        if self.model not in MODELS:
+            raise ConfigError(f"--model = {self.model!r} must be one of {', '.join(MODELS)}")
+        if self.encoder is not None and self.model != "lapo":
+            raise ConfigError(f"--encoder applies to --model lapo only (the {self.model} LAM reads pixels)")
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            raise ConfigError(f"--encoder = {self.encoder!r} must be one of {', '.join(ENCODERS)}")
+        terms = {t.name for t in parse_objective(self.objective, "--objective")}
+        if "robust-q" in terms:
+            raise ConfigError("--objective robust-q needs the controllable change q, which only the simulated "
+                              "generators know; use robust-action or robust-flow on recorded video")
+        if self.label_fraction != 1.0 and "robust-action" not in terms:
+            raise ConfigError(f"--label-fraction = {self.label_fraction:g} applies only with robust-action in "
+                              f"--objective ({self.objective!r} uses no labels)")
+        if self.model == "vq" and (self.image_size % 2 or self.image_size > MAX_VQ_SIZE):
+            raise ConfigError(f"--image-size = {self.image_size}: the vq LAM needs an even size <= {MAX_VQ_SIZE} "
+                              "(its UNet halves the frame; its IDM flattens full-resolution features into an "
+                              "MLP, 128 * S^2 * 64 weights); use --model lapo for larger frames")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available here")
+        self.train_config()
+        return self
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, precision=self.precision,
+                           devices=self.devices, strategy=self.strategy, save_every=self.save_every,
+                           log_every=self.log_every).validate("train")
+
+
+def frame_shape(ds: LeRobotDataset, camera: str) -> tuple[int, int, int]:
+    """(H, W, C) of a camera as stored: a video's [H, W, C], or an image-shaped numeric feature's [C, H, W]."""
+    if camera in ds.video_keys:
+        return tuple(int(d) for d in ds.video_shapes[camera])
+    c, h, w = (int(d) for d in ds.features[camera]["shape"])
+    return h, w, c
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a training process builds from a `TrainOwnConfig` (cheap; rebuilt by every DDP rank)."""
+
+    cfg: TrainOwnConfig
+    ds: LeRobotDataset
+    camera: str
+    fields: dict
+    labelled: list[int] | None
+    model_cfg: object
+    objective: str
+    target_dims: dict
+    input: dict
+
+    def model(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.seed)
+        return (LapoLAM if self.cfg.model == "lapo" else VQLAM)(self.model_cfg)
+
+    def source(self) -> WindowSource:
+        c = self.cfg
+        wd = WindowDataset(self.ds, self.fields, frame_gap=c.frame_gap, image_size=c.image_size,
+                           labelled_episodes=self.labelled, flow="robust-flow" in self.objective)
+        return WindowSource(wd, c.seed, c.steps, c.batch_size, num_workers=c.num_workers, device=c.device)
+
+    def spec(self) -> dict:
+        """The run's identity: a checkpoint written under another spec is refused, not resumed."""
+        return {"kind": KIND, "input": self.input, "model": {"class": self.cfg.model,
+                                                             "config": to_jsonable(self.model_cfg)},
+                "objective": self.objective, "data": {"root": str(self.ds.root.resolve()), "fields": self.fields,
+                                                      "labelled_episodes": self.labelled},
+                "train": {k: v for k, v in to_jsonable(self.cfg.train_config()).items()
+                          if k not in ("save_every", "log_every")}, "seed": self.cfg.seed, "device": self.cfg.device}
+
+
+def plan(cfg: TrainOwnConfig) -> Plan:
+    """Open the dataset and resolve the camera, fields, model config and objective; bad input -> one line."""
+    ds = open_dataset(cfg.data)
+    camera = camera_key(ds, cfg.camera)
+    h, w, c = frame_shape(ds, camera)
+    if camera not in ds.video_keys and (h, w) != (cfg.image_size, cfg.image_size):
+        raise ConfigError(f"--image-size = {cfg.image_size}: camera '{camera}' is a numeric feature of {h}x{w} "
+                          f"frames, which are not resized; use --image-size {h}" if h == w else
+                          f"camera '{camera}' is a numeric feature of non-square {h}x{w} frames")
+    if cfg.model == "vq" and c not in (1, 3):
+        raise ConfigError(f"camera '{camera}' has {c} channels; the vq LAM is built for 1 or 3")
+    terms = parse_objective(cfg.objective, "--objective")
+    names = {t.name for t in terms}
+    fields = lam_fields(ds, camera, paired="xexo" in names, action="robust-action" in names,
+                        what=f"--objective {cfg.objective}")
+    labelled = None
+    if "robust-action" in names and cfg.label_fraction < 1.0:
+        if LABEL in fields.values():
+            raise ConfigError(f"--label-fraction: {ds.root} marks its labelled frames itself ('{LABEL}'); drop "
+                              "--label-fraction")
+        labelled = labelled_episodes(len(ds.episode_lengths), cfg.label_fraction, cfg.seed)
+    target_dims = {}
+    if "robust-action" in names:
+        target_dims["action"] = _action_dim(ds)
+    if "robust-flow" in names:
+        from exolam.data.flow import flow_dim
+
+        target_dims["flow"] = flow_dim()
+    if cfg.model == "lapo":
+        model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size,
+                           encoder=cfg.encoder or "pixels")
+    else:
+        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
+    inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
+           "frame_gap": cfg.frame_gap}
+    return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp)
+
+
+def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
+    sizes = {k: getattr(cfg, k) for k in ("d_z", "idm_channels", "fdm_channels") if getattr(cfg, k) is not None}
+    try:
+        return dataclasses.replace(model_cfg, **fixed, **{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                                          for k, v in sizes.items()}).validate()
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("model.", "--").replace("_", "-")) from None
+
+
+def _action_dim(ds: LeRobotDataset) -> int:
+    ft = ds.features[ACTION]
+    if np.dtype(ft["dtype"]).kind == "f":
+        return math.prod(ft["shape"])
+    if list(ft["shape"]) != [1]:
+        raise ConfigError(f"{ds.root}: integer '{ACTION}' of shape {ft['shape']}: robust-action takes float "
+                          "actions or one discrete index per frame")
+    return int(max(ds.column(ACTION, e).max() for e in range(len(ds.episode_lengths)))) + 1
+
+
+def resolved(p: Plan) -> dict:
+    """train.json: the config with every default resolved."""
+    model_cls = LapoLAM if p.cfg.model == "lapo" else VQLAM
+    return {**to_jsonable(p.cfg), "data": str(p.ds.root.resolve()), "camera": p.camera, "fields": p.fields,
+            "image_size": p.cfg.image_size, "channels": p.input["channels"], "frame_gap": p.cfg.frame_gap,
+            "d_z": p.model_cfg.d_z, "objective": p.objective, "target_dims": p.target_dims,
+            "labelled_episodes": p.labelled, "model_class": f"{model_cls.__module__}.{model_cls.__name__}",
+            "model_config": to_jsonable(p.model_cfg), "checkpoint": "checkpoint"}
+
+
+def train_own(cfg: TrainOwnConfig, log=print) -> Path:
+    """Train (or resume, or find finished) the LAM of `cfg`; returns the checkpoint folder OUT/checkpoint."""
+    cfg.validate()
+    p = plan(cfg)
+    out = Path(cfg.out)
+    ckpt = checkpoint.resolve(out / "checkpoint")
+    spec = json.loads(json.dumps(p.spec()))
+    if ckpt.exists():
+        meta = checkpoint.read_config(ckpt)
+        if meta.get("spec") != spec:
+            raise ConfigError(f"{out}: holds a run with another config (see {out / 'train.json'}); choose another "
+                              "--out, or rerun with that config to resume it")
+        if meta.get("step") == cfg.steps:
+            log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
+            return ckpt
+    elif out.exists() and not out.is_dir():
+        raise ConfigError(f"--out = {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
+    except OSError as e:
+        raise ConfigError(f"--out = {out}: cannot write ({e.strerror or e})") from None
+    log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}) on '{p.camera}' of {p.ds.root} ({p.objective}, "
+        f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
+    train = cfg.train_config()
+    fabric = engine.make_fabric(train, cfg.device)
+    if train.devices > 1:  # N processes train one model; rank 0 writes the checkpoint
+        engine.launch(fabric, _fit, cfg, str(ckpt), spec)
+    else:
+        _fit(fabric, cfg, str(ckpt), spec, p)
+    return ckpt
+
+
+def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = None) -> float:
+    p = p or plan(cfg)
+    model = p.model()
+    objective = Objective(p.objective, model.d_z, p.target_dims)
+    hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else ()
+    result = engine.fit(fabric, model, objective, p.source(), cfg.train_config(), spec=spec, ckpt=ckpt, hooks=hooks,
+                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train")
+    return result.loss_train
+
+
+def checkpoint_input(folder: str | Path) -> tuple[dict, dict]:
+    """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, frame_shape,
+    frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs)."""
+    meta = checkpoint.read_config(folder)
+    model = meta.get("model", {}).get("class", "")
+    if model not in ("exolam.models.lapo.LapoLAM", "exolam.models.vq.VQLAM"):
+        raise ConfigError(f"checkpoint {folder}: holds a {model or 'unknown model'}, not an image LAM "
+                          "(LapoLAM or VQLAM)")
+    spec = meta.get("spec") or {}
+    if isinstance(spec, dict) and spec.get("kind") == KIND:
+        return meta, dict(spec["input"])
+    data, mcfg = meta.get("data") or {}, meta["model"].get("config") or {}
+    if data.get("kind") != "lerobot-windows" or "o" not in (data.get("fields") or {}):
+        raise ConfigError(f"checkpoint {folder}: records no camera / frame gap (not trained on LeRobot video)")
+    size = data.get("image_size") or mcfg.get("frame")
+    c = mcfg.get("in_channels")
+    return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "frame_shape": [size, size, c],
+                  "frame_gap": data.get("frame_gap", 1)}

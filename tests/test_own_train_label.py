@@ -1,0 +1,229 @@
+"""`exolam train` / `exolam label` on own LeRobot video (tools/train.py, tools/label.py, cli_own.py)."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from exolam.cli_own import label_command, train_command
+from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.windows import WindowDataset
+from exolam.errors import ConfigError
+from exolam.tools.label import label_dataset
+from exolam.tools.train import TrainOwnConfig, train_own
+from exolam.train import checkpoint, engine
+
+IMG = "observation.image"
+TINY = "--image-size 32 --batch-size 8 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --log-every 1"
+TINY_VQ = "--model vq --image-size 32 --batch-size 8 --idm-channels 4 --fdm-channels 4 4 4 4 --d-z 4 --precision 32"
+
+
+def tiny(data, out, extra=""):
+    return f"--data {data} --out {out} {TINY} {extra}".split()
+
+
+def digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """3 episodes x 12 frames of distracted cheetah at 32 px, with paired views and actions."""
+    pytest.importorskip("dm_control")
+    from exolam.envs.control import ControlConfig
+    from exolam.envs.control_collect import collect
+
+    out = tmp_path_factory.mktemp("collect")
+    return collect(ControlConfig(image_size=32), lambda s, g: g.uniform(-1, 1, 6), out, 3, 12, 0)
+
+
+def free_copy(data, root, size=None, per_file=False):
+    """An action-free copy of `data` (camera only), optionally resized, optionally one mp4 per episode."""
+    ds = open_dataset(data)
+    eps = []
+    for e in range(len(ds.episode_lengths)):
+        frames = ds.frames(IMG, e)
+        if size is not None:
+            x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+            frames = torch.nn.functional.interpolate(x, size=(size, size)).round().clamp(0, 255).byte()
+            frames = frames.permute(0, 2, 3, 1).numpy()
+        eps.append({IMG: frames})
+    shape = list(eps[0][IMG].shape[1:])
+    return write_dataset(root, eps, {IMG: {"dtype": "video", "shape": shape}}, int(ds.fps), codec="h264",
+                         video_files_size_in_mb=1e-9 if per_file else 200)
+
+
+@pytest.fixture(scope="module")
+def free(data, tmp_path_factory):
+    return free_copy(data, tmp_path_factory.mktemp("free") / "free")
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert train_command(tiny(data, out, "--steps 4 --save-every 2 --frame-gap 2")) == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+def test_train_writes_checkpoint_metrics_and_resolved_config(run, data):
+    resolved = json.loads((run / "train.json").read_text())
+    assert (resolved["camera"], resolved["image_size"], resolved["frame_gap"], resolved["channels"]) == (IMG, 32, 2, 3)
+    assert resolved["d_z"] == 8 and resolved["model_class"] == "exolam.models.lapo.LapoLAM"
+    assert resolved["data"] == str(Path(data).resolve())
+    meta = checkpoint.read_config(run / "checkpoint")
+    assert meta["step"] == 4 and meta["spec"]["input"] == {"camera": IMG, "image_size": 32, "channels": 3,
+                                                           "frame_shape": [32, 32, 3], "frame_gap": 2}
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    lam = checkpoint.load_model(run / "checkpoint")
+    assert lam.cfg.idm_channels == (8, 8) and lam.cfg.frame == 32
+
+
+def test_resume_is_uninterrupted(data, free, tmp_path, monkeypatch):
+    args = "--steps 4 --save-every 2 --objective lam+xexo:0.5+robust-action:1 --label-fraction 0.5"
+    assert train_command(tiny(data, tmp_path / "a", args)) == 0
+    save = engine.save
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(fabric, ckpt, model, objective, opt, spec, cfg, source, step, *rest):
+        save(fabric, ckpt, model, objective, opt, spec, cfg, source, step, *rest)
+        if step == 2:
+            raise Killed
+
+    monkeypatch.setattr(engine, "save", save_then_die)
+    with pytest.raises(Killed):
+        train_command(tiny(data, tmp_path / "b", args))
+    assert checkpoint.read_config(tmp_path / "b" / "checkpoint")["step"] == 2
+    monkeypatch.setattr(engine, "save", save)
+    assert train_command(tiny(data, tmp_path / "b", args)) == 0
+    a, b = (load_file(tmp_path / r / "checkpoint" / "model.safetensors") for r in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert train_command(tiny(data, tmp_path / "b", args)) == 0  # finished: found, not retrained
+    with pytest.raises(ConfigError, match="another config"):
+        train_command(tiny(data, tmp_path / "b", "--steps 4 --save-every 2"))
+
+
+# ------------------------------------------------------------------------------------------------ label
+
+def test_label_aligns_z_with_frames_and_keeps_the_dataset(run, data, tmp_path):
+    before = digest(data)
+    out = tmp_path / "labelled"
+    assert label_command(f"--checkpoint {run / 'checkpoint'} --data {data} --out {out} --batch-size 5".split()) == 0
+    assert digest(data) == before  # D never written
+    src, dst = open_dataset(data), open_dataset(out)
+    assert set(dst.features) == set(src.features) | {"latent_action", "latent_action_is_valid"}
+    assert all(dst.features[k] == v for k, v in src.features.items())
+    assert dst.episode_lengths == src.episode_lengths
+    for k in src.numeric_keys:
+        for e in range(3):
+            assert np.array_equal(src.column(k, e), dst.column(k, e))
+    copied = digest(out)
+    assert all(copied[f] == h for f, h in before.items() if f.startswith(("videos/", "meta/episodes/")))
+    lam = checkpoint.load_model(run / "checkpoint")
+    windows = WindowDataset(src, {"o": IMG}, frame_gap=2, image_size=32)
+    for e, t in [(0, 0), (1, 5), (2, 9)]:
+        item = windows[sum(n - 2 for n in src.episode_lengths[:e]) + t]
+        with torch.no_grad():
+            z = lam.encode(item["o"][None], item["o_next"][None])[0].numpy()
+        np.testing.assert_allclose(dst.column("latent_action", e)[t], z, rtol=1e-5, atol=1e-5)
+    for e, n in enumerate(src.episode_lengths):
+        assert dst.column("latent_action_is_valid", e)[:, 0].tolist() == [True] * (n - 2) + [False, False]
+        assert not dst.column("latent_action", e)[-2:].any()
+    info = dst.features["latent_action"]
+    assert info["shape"] == [8] and "zeros" in info["info"]["description"]
+    # the same command again: the finished output is found; another existing folder is refused
+    assert label_command(f"--checkpoint {run} --data {data} --out {out}".split()) == 0  # the run folder works too
+    assert digest(out) == copied
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ConfigError, match="taken: already exists"):
+        label_command(f"--checkpoint {run / 'checkpoint'} --data {data} --out {tmp_path / 'taken'}".split())
+    with pytest.raises(ConfigError, match="already has a 'latent_action'"):
+        label_dataset(run / "checkpoint", out, tmp_path / "again")
+
+
+def test_vq_labels_carry_codes(free, tmp_path):
+    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --steps 2 {TINY_VQ}".split()) == 0
+    out = label_dataset(tmp_path / "vq" / "checkpoint", free, tmp_path / "o", log=lambda m: None)
+    ds = open_dataset(out)
+    codes, valid = ds.column("latent_action_code", 0)[:, 0], ds.column("latent_action_is_valid", 0)[:, 0]
+    assert codes[-1] == -1 and not valid[-1] and ((codes[:-1] >= 0) & (codes[:-1] < 5)).all()
+    lam = checkpoint.load_model(tmp_path / "vq" / "checkpoint")
+    np.testing.assert_allclose(ds.column("latent_action", 0)[:-1], lam.codebook[torch.from_numpy(codes[:-1].copy())].detach().numpy(),
+                               atol=1e-6)
+
+
+def test_label_v21_copy_keeps_its_layout(data, tmp_path):
+    from test_data_lerobot import CAM, write_v21  # the hand-written v2.1 folder of the reader's tests
+
+    write_v21(tmp_path / "v21")
+    assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --steps 2 {TINY}".split()) == 0
+    out = label_dataset(tmp_path / "r" / "checkpoint", tmp_path / "v21", tmp_path / "o", log=lambda m: None)
+    ds = open_dataset(out)
+    assert ds.version == "v2.1" and (out / "videos/chunk-000" / CAM / "episode_000001.mp4").is_file()
+    assert ds.column("latent_action_is_valid", 1)[:, 0].tolist() == [True] * 3 + [False]
+    (tmp_path / "v21/videos/chunk-000" / CAM / "episode_000001.mp4").unlink()
+    with pytest.raises(ConfigError, match="episode_000001.mp4: missing"):
+        train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r2'} --steps 2 {TINY}".split())
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("extra, match", [
+    ("--camera front", r"'front' is not a camera .* \(cameras: observation.image\)"),
+    ("--objective lam+xexo:1", "needs paired views, but .* has no 'observation.image_alt'"),
+    ("--objective lam+robust-action:1", "needs action labels, but .* has no 'action'"),
+    ("--model vq --encoder ema", "--encoder applies to --model lapo only"),
+    ("--steps 0", "--steps = 0 must be a positive integer"),
+    ("--label-fraction 0.5", "--label-fraction = 0.5 applies only with robust-action"),
+    ("--objective lam+robust-q:1", "robust-q needs the controllable change q"),
+    ("--image-size 33 --model vq", "the vq LAM needs an even size"),
+    ("--d-z 0", "--d-z = 0 must be a positive integer"),
+    ("--precision 16", "--precision = '16' must be one of"),
+    ("--steps 2 --steps 3", "given twice"),
+])
+def test_train_refuses_bad_input_in_one_line(free, tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        train_command(f"--data {free} --out {tmp_path / 'r'} --steps 2 {extra}".split()
+                      if "--steps" not in extra else f"--data {free} --out {tmp_path / 'r'} {extra}".split())
+    assert "\n" not in str(e.value) and not (tmp_path / "r").exists()
+
+
+def test_missing_video_file_is_named(data, tmp_path):
+    root = free_copy(data, tmp_path / "split", per_file=True)
+    files = sorted(root.glob("videos/**/*.mp4"))
+    assert len(files) == 3  # one mp4 per episode
+    for f in files[1:]:
+        f.unlink()
+    with pytest.raises(ConfigError, match=f"{files[1]}: "):
+        train_command(tiny(root, tmp_path / "r", "--steps 2"))
+
+
+def test_label_refuses_incompatible_checkpoints(run, data, tmp_path):
+    small = free_copy(data, tmp_path / "small", size=16)
+    with pytest.raises(ConfigError, match=r"trained on 32x32x3 \(HxWxC\) frames .* has 16x16x3 frames"):
+        label_dataset(run / "checkpoint", small, tmp_path / "o")
+    with pytest.raises(ConfigError, match="missing config.json"):
+        label_dataset(data, data, tmp_path / "o")
+    with pytest.raises(ConfigError, match="'front' is not a camera"):
+        label_dataset(run / "checkpoint", data, tmp_path / "o", camera="front")
+    with pytest.raises(ConfigError, match="inside the dataset"):
+        label_dataset(run / "checkpoint", data, Path(data) / "labels")
+    assert not (tmp_path / "o").exists() and not (Path(data) / "labels").exists()
+
+
+def test_api_config_round_trip(free, tmp_path):
+    cfg = TrainOwnConfig(data=str(free), out=str(tmp_path / "r"), image_size=32, steps=2, batch_size=4,
+                         idm_channels=(4,), fdm_channels=(4, 4), encoder="ema", precision="32")
+    ckpt = train_own(cfg, log=lambda m: None)
+    lam = checkpoint.load_model(ckpt)
+    assert lam.cfg.encoder == "ema" and json.loads((tmp_path / "r" / "train.json").read_text())["encoder"] == "ema"
+    shutil.rmtree(tmp_path / "r")
