@@ -49,6 +49,9 @@ def test_train_resume_and_load(tmp_path):
     e = load_expert(path)
     assert e.meta["steps"] == 2048 and len(e.meta["eval"]["returns"]) == 2
     assert e.meta["eval"]["returns"] == [round(r, 2) for r in evaluate(e, "cheetah", "run", 2, cfg.seed + 2)]
+    interim = train_expert(ExpertConfig(algo="ppo", steps=512, save_every=1024, eval_episodes=1, n_envs=2), tmp_path,
+                           log=logs.append)  # below the checkpoint: export it, train nothing
+    assert load_expert(interim).meta["steps"] == 2048
     with pytest.raises(ConfigError, match="another configuration"):
         train_expert(ExpertConfig(algo="ppo", steps=2048, seed=1, n_envs=2), tmp_path)
 

@@ -20,7 +20,10 @@ Algorithms (`--algo`): `sac` (default; SB3 defaults, 256x256, from step 10k) rea
 in a few hundred thousand steps on one CPU thread (~72 steps/s measured: shared/notes/platform.md);
 `ppo` (the paper's choice) runs ~1,500 steps/s but needs millions of steps. Training resumes from
 the last checkpoint in OUT/.work (every `save_every` steps): the resumed run continues the same
-learning but is not bit-identical to an uninterrupted one (SB3 restarts its environments).
+learning but is not bit-identical to an uninterrupted one (SB3 restarts its environments). With
+`steps` at or below the checkpoint's step nothing trains: the last checkpoint is exported and
+evaluated (an interim expert, e.g. while a long run goes on in another process; its config.json
+records the step it reached).
 """
 
 from __future__ import annotations
