@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, exact pin: takes the CPU wheel on disk instead of a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,data,control,flow,expert]'
+	$(BIN)/pip install -q -e '.[test,data,control,flow,expert,encoders,hdf5]'
 	touch $(STAMP)
 
 setup: $(STAMP)
