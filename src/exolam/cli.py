@@ -4,6 +4,7 @@
                                   [--field.sub value ...]
     exolam report [--out DIR]
     exolam control train-expert | collect [...]    (App. D's expert and demonstrations: cli_control.py)
+    exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]    (own video into LeRobot v3: cli_import.py)
     exolam train --data D --out DIR [...] | label --checkpoint C --data D --out O    (own video: cli_own.py)
 
 --jobs J runs the sweep's tasks in J worker processes (1 torch thread each; 0 = in this process).
@@ -35,7 +36,7 @@ from exolam.errors import ConfigError
 USAGE = ("usage: exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] "
          "[--jobs J] [--shard K/N] [--solver sgd|closed-form] [--field value ...]\n       exolam report [--out DIR]\n"
          "       exolam control train-expert|collect [...]\n"
-         "       exolam train --data D --out DIR [...]\n       exolam label --checkpoint C --data D --out O")
+         "       exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]\n       exolam train --data D --out DIR [...]\n       exolam label --checkpoint C --data D --out O")
 COMMON = ("seeds", "device", "solver")  # config fields a group passes on to each experiment that has them
 CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False),
              "--jobs": Flag("jobs", int, config=False), "--shard": Flag("shard", str, config=False),
@@ -190,10 +191,11 @@ def report(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from exolam.cli_control import control
+    from exolam.cli_import import import_command
     from exolam.cli_own import label_command, train_command
 
     commands = {"reproduce": reproduce, "report": report, "control": control, "train": train_command,
-                "label": label_command}
+                "label": label_command, "import": import_command}
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(USAGE)
