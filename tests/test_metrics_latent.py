@@ -86,3 +86,17 @@ def test_innovation_encoder_makes_variance_metrics_gauge_free():
     assert abs(leakage_var(r1, o, o_next, w) - leakage_var(r2, o, o_next, w)) < 1e-6
     views = torch.randn(3, 40, 5, generator=g)
     assert abs(consistency_var(r1, views, o_next, w) - consistency_var(r2, views, o_next, w)) < 1e-6
+
+
+def test_probe_ignores_a_feature_never_seen_in_the_train_split():
+    import torch
+
+    from exolam.metrics.latent import probe_nmse
+
+    g = torch.Generator().manual_seed(0)
+    z_tr = torch.randn(200, 3, generator=g, dtype=torch.float64)
+    z_tr[:, 2] = 0.0  # a code / grid cell the train split never shows
+    a_tr = z_tr[:, :1] * 2
+    z_te = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    nmse = probe_nmse(z_tr, a_tr, z_te, z_te[:, :1] * 2)
+    assert 0 <= nmse < 1e-12

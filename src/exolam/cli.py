@@ -6,6 +6,7 @@
     exolam control train-expert | collect [...]    (App. D's expert and demonstrations: cli_control.py)
     exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]    (own video into LeRobot v3: cli_import.py)
     exolam train --data D --out DIR [...] | label --checkpoint C --data D --out O    (own video: cli_own.py)
+    exolam diagnose --checkpoint C --data D --out R | diagnose encoder --encoder SPEC --data D --out R
 
 --jobs J runs the sweep's tasks in J worker processes (1 torch thread each; 0 = in this process).
 --shard K/N runs only the K-th of N slices of the sweep's rows (a SLURM array, several hosts on a
@@ -33,10 +34,16 @@ import time
 from exolam.cliargs import Flag, Given, check, config_flags
 from exolam.errors import ConfigError
 
-USAGE = ("usage: exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] "
-         "[--jobs J] [--shard K/N] [--solver sgd|closed-form] [--field value ...]\n       exolam report [--out DIR]\n"
-         "       exolam control train-expert|collect [...]\n"
-         "       exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]\n       exolam train --data D --out DIR [...]\n       exolam label --checkpoint C --data D --out O")
+USAGE = "\n".join([
+    "usage: exolam reproduce <experiment> [--quick | --preset NAME] [--seeds N] [--out DIR] [--device cpu|cuda] "
+    "[--jobs J] [--shard K/N] [--solver sgd|closed-form] [--field value ...]",
+    "       exolam report [--out DIR]",
+    "       exolam control train-expert|collect [...]",
+    "       exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]",
+    "       exolam train --data D --out DIR [...]",
+    "       exolam label --checkpoint C --data D --out O",
+    "       exolam diagnose --checkpoint C --data D --out R",
+    "       exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D --out R"])
 COMMON = ("seeds", "device", "solver")  # config fields a group passes on to each experiment that has them
 CLI_FLAGS = {"--quick": Flag("quick", bool, config=False), "--out": Flag("out", str, config=False),
              "--jobs": Flag("jobs", int, config=False), "--shard": Flag("shard", str, config=False),
@@ -188,6 +195,17 @@ def report(argv: list[str]) -> int:
     return 0
 
 
+def diagnose(argv: list[str]) -> int:
+    """`exolam diagnose encoder ...` (choose an encoder: delta_h) or `exolam diagnose --checkpoint ...` (a LAM)."""
+    if argv and argv[0] == "encoder":
+        from exolam.tools.diagnose_encoder import diagnose_encoder_command
+
+        return diagnose_encoder_command(argv[1:])
+    from exolam.cli_diagnose import diagnose_command
+
+    return diagnose_command(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from exolam.cli_control import control
@@ -195,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from exolam.cli_own import label_command, train_command
 
     commands = {"reproduce": reproduce, "report": report, "control": control, "train": train_command,
-                "label": label_command, "import": import_command}
+                "label": label_command, "import": import_command, "diagnose": diagnose}
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(USAGE)

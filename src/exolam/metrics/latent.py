@@ -59,9 +59,13 @@ def least_squares(x_train: torch.Tensor, y_train: torch.Tensor, intercept: bool 
     if not torch.isfinite(X).all():
         raise ConfigError("probe: the latent actions hold NaN or inf (did training diverge?)")
     Y = y_train.detach().reshape(len(X), -1).double().cpu()
-    scale = X.pow(2).mean(0).sqrt().clamp_min(1e-300)
+    rms = X.pow(2).mean(0).sqrt()
+    zero = rms == 0  # a feature never non-zero in the train split gets coefficient 0 (not noise / 1e-300)
+    scale = torch.where(zero, torch.ones_like(rms), rms)
     Xs = X / scale
-    return torch.linalg.pinv(Xs.T @ Xs, rtol=1e-10, hermitian=True) @ (Xs.T @ Y) / scale[:, None]
+    sol = torch.linalg.pinv(Xs.T @ Xs, rtol=1e-10, hermitian=True) @ (Xs.T @ Y) / scale[:, None]
+    sol[zero] = 0.0
+    return sol
 
 
 def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
