@@ -124,3 +124,18 @@ def test_parallel_collection_equals_sequential(tmp_path):
             np.testing.assert_array_equal(one.column(key, e), two.column(key, e))
         np.testing.assert_array_equal(one.frames("observation.image_alt", e, 0, 10),
                                       two.frames("observation.image_alt", e, 0, 10))
+
+
+def test_cli_videos_are_the_collected_frames(tmp_path):
+    from exolam.data import video
+
+    expert = random_expert(tmp_path)
+    common = ["--episodes", "2", "--steps", "12", "--env.image-size", "32", "--expert", str(expert)]
+    assert main(["control", "videos", *common, "--out", str(tmp_path / "v")]) == 0
+    assert main(["control", "collect", *common, "--out", str(tmp_path / "c")]) == 0
+    ds = open_dataset(tmp_path / "c" / "dataset")
+    files = sorted((tmp_path / "v").glob("*.mp4"))
+    assert [f.name for f in files] == ["episode_000000.mp4", "episode_000001.mp4"]
+    got = video.open_reader(files[1], 100).read(range(12))
+    want = ds.frames("observation.image", 1, 0, 12)
+    assert np.abs(np.stack(got).astype(int) - want.astype(int)).mean() < 3  # both h264 of the same renders

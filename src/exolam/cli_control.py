@@ -3,11 +3,13 @@
     exolam control train-expert [--algo sac|ppo] [--steps N] [--seed S] [--out DIR] [--field value ...]
     exolam control collect [--episodes N] [--steps T] [--seed S] [--expert DIR] [--out DIR] [--jobs J]
                            [--env.delta-color 0.5 --env.delta-cam 0.05 ...] [--codec h264|av1] [--no-paired]
+    exolam control videos [--episodes N] [--steps T] [--seed S] [--expert DIR] [--out DIR] [--env.* ...]
 
 train-expert trains (or resumes) an SB3 agent on proprioceptive state and exports it to
 OUT/expert (envs/control_expert.py); collect rolls an exported expert (default: the one shipped
 with exolam) out in the distracted env and writes the LeRobot v3 dataset OUT/dataset, resuming a
-killed collection (envs/control_collect.py). Flags are checked like `reproduce`'s (cliargs.py):
+killed collection (envs/control_collect.py); videos writes the same episodes' camera frames as one
+mp4 per episode, without actions (a stand-in for a user's own recordings, for `exolam import mp4`). Flags are checked like `reproduce`'s (cliargs.py):
 one line, exit code 2, for an unknown flag or a bad value.
 """
 
@@ -18,7 +20,7 @@ import os
 from exolam.cliargs import Flag, apply, check, config_flags
 from exolam.errors import ConfigError
 
-USAGE = "usage: exolam control train-expert|collect [--out DIR] [--field value ...] (see --help of each)"
+USAGE = "usage: exolam control train-expert|collect|videos [--out DIR] [--field value ...] (see --help of each)"
 OUT = {"--out": Flag("out", str, config=False)}
 
 
@@ -70,8 +72,21 @@ def collect(args: list[str]) -> int:
     return 0
 
 
+def videos(args: list[str]) -> int:
+    from exolam.envs.control_collect import VideosConfig, write_videos
+    from exolam.envs.control_expert import load_expert
+
+    cfg, out = _parse(VideosConfig, args, "videos", "runs/control-videos")
+    if cfg is None:
+        return 0
+    cfg.validate()
+    paths = write_videos(cfg, load_expert(cfg.expert or None), out)
+    print(f"videos: {len(paths)} mp4 files in {out} (import them with `exolam import mp4 {out} --out DST`)")
+    return 0
+
+
 def control(argv: list[str]) -> int:
-    commands = {"train-expert": train_expert, "collect": collect}
+    commands = {"train-expert": train_expert, "collect": collect, "videos": videos}
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

@@ -3,8 +3,8 @@
     exolam diagnose --checkpoint C --data D --out R [--camera KEY] [--max-windows N] [--frame-gap k]
                     [--seed S]
 
-C is an exolam checkpoint folder (`exolam.load`), D a LeRobot dataset (v3.0 or v2.1), R a new
-folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. Frames are
+C is an exolam checkpoint folder (`exolam.load`) or the --out of `exolam train`, D a LeRobot dataset
+(v3.0 or v2.1), R a new folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. Frames are
 resized only when the checkpoint records the image_size it was trained at (its data spec); otherwise
 the camera's frames must have the LAM's channels and size. Bad input (a missing checkpoint, a camera
 not in D, frames of another size) ends in one line, exit code 2, nothing written.
@@ -36,21 +36,29 @@ def diagnose_command(argv: list[str]) -> int:
 
     import torch
 
-    from exolam.train.checkpoint import load_model, read_config
+    from exolam.data.lerobot import open_dataset
+    from exolam.train.checkpoint import in_run, load_model, read_config
     from exolam.tools.diagnose import _prepare_out, diagnose
 
     _prepare_out(value["out"])  # refuse an occupied --out before loading anything
-    lam = load_model(value["checkpoint"])
-    data_spec = read_config(value["checkpoint"]).get("data") or {}
-    image_size = data_spec.get("image_size") if isinstance(data_spec, dict) else None
+    ckpt = in_run(value["checkpoint"])
+    lam = load_model(ckpt)
+    data_spec = read_config(ckpt).get("data") or {}
+    data_spec = data_spec if isinstance(data_spec, dict) else {}
+    image_size = data_spec.get("image_size")
     if not (isinstance(image_size, int) and image_size > 0):
         image_size = None
+    trained_on = (data_spec.get("fields") or {}).get("o") if isinstance(data_spec.get("fields"), dict) else None
+    if "camera" not in value and trained_on in open_dataset(value["data"]).features:
+        value["camera"] = trained_on  # default: the camera the LAM was trained on
+    if "frame_gap" not in value and isinstance(data_spec.get("frame_gap"), int):
+        value["frame_gap"] = data_spec["frame_gap"]  # default: the LAM's own k
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         res = diagnose(lam, value["data"], value["out"], value.get("camera"), max_windows=value.get("max_windows", 1024),
                        frame_gap=value.get("frame_gap", 1), image_size=image_size, seed=value.get("seed", 0),
-                       name=str(value["checkpoint"]))
+                       name=str(ckpt))
     finally:
         torch.set_num_threads(threads)
     print(f"wrote {value['out']}/report.md (verdict: {res['verdict']['answer']})")

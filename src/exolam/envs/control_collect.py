@@ -290,3 +290,57 @@ def _stage(cfg: ControlConfig, policy, staging: Path, todo: list[int], seed: int
 def _finish(staging: Path, done: Path, spec: dict, episodes: int) -> None:
     atomic_write(done, json.dumps({**spec, "episodes": episodes}, indent=2) + "\n")
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class VideosConfig:
+    """`exolam control videos`: action-free camera videos of the distracted task, one mp4 per episode
+    (what a user's own recordings look like; the input of `exolam import mp4`)."""
+
+    env: ControlConfig = dataclasses.field(default_factory=ControlConfig)
+    episodes: int = 8
+    steps: int = 200
+    seed: int = 0
+    codec: str = "h264"
+    expert: str = ""
+    """folder of an exported expert; '' = the one shipped with exolam"""
+
+    def validate(self) -> "VideosConfig":
+        CollectConfig(env=self.env, episodes=self.episodes, steps=self.steps, seed=self.seed,
+                      codec=self.codec).validate()
+        return self
+
+
+def write_videos(cfg: VideosConfig, policy, out) -> list[Path]:
+    """Episode e of `collect(cfg.env, policy, ..., seed=cfg.seed)` (same frames, no paired render) as
+    `out/episode_{e:06d}.mp4`; an existing file is kept (a killed run resumes), each is written under a
+    temporary name and renamed."""
+    cfg.validate()
+    if cfg.env.image_size % 2:
+        raise ConfigError(f"env.image_size = {cfg.env.image_size} must be even to be stored as video (yuv420p)")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create ({e.strerror or e}); choose another --out") from None
+    env, paths = DistractingControl(cfg.env), []
+    try:
+        fps = round(1.0 / env._env.control_timestep())
+        for e in range(cfg.episodes):
+            path = out / f"episode_{e:06d}.mp4"
+            if not path.exists():
+                frames = rollout(env, policy, cfg.seed, e, cfg.steps, paired=False)["observation.image"]
+                tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
+                writer = video.VideoFileWriter(tmp, cfg.codec, fps, *frames.shape[1:])
+                try:
+                    writer.write(frames)
+                    writer.close()
+                except BaseException:
+                    writer.abort()
+                    tmp.unlink(missing_ok=True)
+                    raise
+                os.replace(tmp, path)
+            paths.append(path)
+    finally:
+        env.close()
+    return paths

@@ -157,8 +157,8 @@ def probe_section(z, batch, train, test, has_state: bool) -> dict:
 def paired_section(lam, batch, pixel_decode: bool) -> dict:
     """Consistency across paired views and the xi'-swap test (Sec. 4.2; Fig. 5b left)."""
     if batch.o_alt is None:
-        return _skip("the data has no paired view (the feature CAMERA_alt: the same state rendered under "
-                     "another exogenous state), which users' own video lacks")
+        return _skip("the data has no paired view (a feature named `<camera>_alt`, e.g. `observation.image_alt`: the "
+                     "same state rendered under another exogenous state), which users' own video lacks")
     same = ((batch.o_alt == batch.o).flatten(1).all(1) & (batch.o_next_alt == batch.o_next).flatten(1).all(1))
     zc = z_consistency(lam, batch)
     if math.isnan(zc["relative"]) and zc["mse"] == 0:
@@ -274,7 +274,7 @@ def verdict(paired: dict) -> dict:
     T = THRESHOLDS
     if not paired.get("measured"):
         return {"answer": "undecided", "text": "Cannot be decided from this data: it has no paired views "
-                "(CAMERA_alt). Look at the saliency maps (does z read the background or distractors?) and run "
+                "(`<camera>_alt`). Look at the saliency maps (does z read the background or distractors?) and run "
                 "`exolam diagnose encoder` for the xi-sensitivity of the encoder (Sec. 4.3, Remark 4.3)."}
     r = paired["consistency_relative"]
     gap = paired.get("swap_gap_swap", math.nan)

@@ -8,6 +8,10 @@
                                                no o_{t+k}, so z_t is not defined and is stored as zeros
     latent_action_code[t]      int64           VQ LAM only: the code index k (-1 where not valid)
 
+A LapoLAM on a frozen pretrained encoder (`exolam train --encoder SPEC`) is rebuilt by `exolam.load` from
+the spec's local weights path (which must still exist, with the same weights); its encoder runs once per
+frame here (`LapoLAM.features` + `idm_on_features`), not once as o and again as o'.
+
 Rows are aligned with `frame_index`: the label of frame t describes the change from t to t + k (the
 action taken at t, as LeRobot's `action` is). Downstream code (a latent policy, an action decoder)
 must drop or mask the rows where `latent_action_is_valid` is False.
@@ -72,8 +76,7 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available here")
     ckpt, data, out = Path(ckpt), Path(data), Path(out)
-    if not (ckpt / "config.json").exists() and (ckpt / "checkpoint" / "config.json").is_file():
-        ckpt = ckpt / "checkpoint"  # the run folder of `exolam train` names its checkpoint
+    ckpt = checkpoint.in_run(ckpt)  # a checkpoint, or the run folder of `exolam train`
     meta, inp = checkpoint_input(ckpt)
     ds = open_dataset(data)
     if camera is None and inp["camera"] in ds.features:
@@ -101,7 +104,10 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
         raise ConfigError(f"--out = {out}: is inside the dataset {data}, which label never writes to")
     ds.validate()  # every episode's rows and video headers, before any work
     lam = checkpoint.load_model(ckpt).float().to(device)
-    log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}) on '{camera}' of {data} -> {out}")
+    enc = getattr(lam, "frozen_encoder", None)
+    on = f", frozen encoder {enc.name}" if enc is not None else ""
+    log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {data} "
+        f"-> {out}")
     z, valid, codes = latent_actions(lam, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
@@ -131,6 +137,7 @@ def latent_actions(lam, ds, camera: str, frame_gap: int, image_size: int, batch_
     episode-major order (the dataset's global `index`); frames are read and preprocessed by the
     `WindowDataset` code the LAM was trained with."""
     lam.eval()
+    frozen = getattr(getattr(lam, "cfg", None), "encoder", None) == "frozen"  # LapoLAM on a pretrained f
     windows = WindowDataset(ds, {"o": camera}, frame_gap=frame_gap, image_size=image_size)
     lengths = ds.episode_lengths
     z = np.zeros((sum(lengths), lam.d_z), np.float32)
@@ -141,7 +148,11 @@ def latent_actions(lam, ds, camera: str, frame_gap: int, image_size: int, batch_
         for start in range(0, max(0, n - frame_gap), batch_size):
             m = min(batch_size, n - frame_gap - start)
             x = torch.stack(windows._values(camera, e, list(range(start, start + m + frame_gap)))).float().to(device)
-            out = lam.idm(x[:m], x[frame_gap:frame_gap + m])
+            if frozen:  # f once per frame, not twice (as o and as o'): the pretrained encoder dominates the cost
+                f = lam.features(x, memo=False)
+                out = lam.idm_on_features(f[:m], f[frame_gap:frame_gap + m])
+            else:
+                out = lam.idm(x[:m], x[frame_gap:frame_gap + m])
             rows = slice(first + start, first + start + m)
             z[rows], valid[rows] = out.z.float().cpu().numpy(), True
             if out.codes is not None:

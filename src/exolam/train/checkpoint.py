@@ -73,6 +73,15 @@ def resolve(folder: str | Path) -> Path:
     return folder
 
 
+def in_run(folder: str | Path) -> Path:
+    """A checkpoint folder given as itself or as the run folder that holds it as `checkpoint/` (the --out
+    of `exolam train`): what `exolam label` and `exolam diagnose` accept as --checkpoint."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists() and (folder / "checkpoint" / "config.json").is_file():
+        return folder / "checkpoint"
+    return folder
+
+
 def read_config(folder: str | Path) -> dict:
     """config.json of a checkpoint folder of ours; anything else -> one ConfigError line naming it."""
     folder = resolve(folder)
