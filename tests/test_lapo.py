@@ -160,3 +160,106 @@ def test_ema_hook_known_answer():
 def test_bad_config_raises(field, value):
     with pytest.raises(ConfigError, match=rf"model\.{field}"):
         LapoLAM(dataclasses.replace(TINY, **{field: value}))
+
+
+# ------------------------------------------------------------------------------------------------ frozen encoder
+
+TINY_FROZEN = dataclasses.replace(TINY, encoder="frozen", encoder_spec="efficientnet-lite0", proj_channels=4)
+
+
+def _tiny_dino(path, seed=0):
+    """A 1-layer DINOv2 (hidden 16, patch 8 at 32 px -> a [16, 4, 4] patch map), saved as save_pretrained does."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    cfg = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=32, patch_size=8)
+    transformers.Dinov2Model(cfg).eval().save_pretrained(path)
+    return path
+
+
+def test_frozen_efficientnet_shapes_gradients_and_state_dict():
+    from exolam.models.encoders import load_encoder
+
+    torch.manual_seed(0)
+    lam = LapoLAM(TINY_FROZEN).train()
+    enc = lam.frozen_encoder
+    assert lam.obs_shape == (1280, 7, 7) and enc.name == "efficientnet-lite0" and lam.cfg.encoder_fingerprint
+    o, o_next, _ = _squares(2)
+    out = lam.idm(o, o_next)
+    pred, target = lam.fdm(o, out.z), lam.fdm_target(o_next)
+    assert out.z.shape == (2, 8) and pred.shape == target.shape == (2, 1280, 7, 7)
+    assert lam.fdm_target(o_next) is target  # memoized: f runs once per input tensor
+    with torch.no_grad():
+        assert torch.equal(target, load_encoder("efficientnet-lite0")(o_next))  # the target is f(I') itself
+    sq_err(pred, target).backward()
+    assert not target.requires_grad and not enc.training
+    assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
+    assert lam.proj.weight.grad.abs().sum() > 0 and lam.idm_net.head.weight.grad.abs().sum() > 0
+    keys = set(lam.state_dict())
+    assert all(k.split(".")[0] in ("proj", "idm_net", "fdm_net") for k in keys), keys
+    assert enc not in set(lam.modules()) and sum(p.numel() for p in lam.parameters()) < 30_000
+    with torch.no_grad():
+        torch.testing.assert_close(lam.idm_on_features(lam.features(o), target).z, out.z)
+    with pytest.raises(ConfigError, match="only for encoder 'frozen'"):
+        LapoLAM(TINY).features(o)
+
+
+def test_frozen_checkpoint_round_trip_rebuilds_the_encoder(tmp_path, monkeypatch):
+    _tiny_dino(tmp_path / "dino")
+    monkeypatch.chdir(tmp_path)  # a relative spec is stored absolute
+    cfg = dataclasses.replace(TINY_FROZEN, encoder_spec="hf:dino", frame=24)
+    torch.manual_seed(0)
+    lam = LapoLAM(cfg).eval()
+    assert lam.cfg.encoder_spec == f"hf:{tmp_path / 'dino'}" and lam.obs_shape == (16, 4, 4)
+    checkpoint.write(tmp_path / "ck", {}, lam)
+    monkeypatch.chdir("/")
+    back = exolam.load(tmp_path / "ck")
+    assert back.cfg == lam.cfg and back.frozen_encoder is not lam.frozen_encoder
+    o, o_next, _ = _squares(4, frame=24)
+    with torch.no_grad():
+        z = lam.encode(o, o_next)
+        assert torch.equal(back.encode(o, o_next), z)
+        assert torch.equal(back.decode(o, z), lam.decode(o, z))
+        assert torch.equal(back.fdm_target(o_next), lam.fdm_target(o_next))
+    # other weights at the same path are refused; a weights path that is gone gives the encoder's own line
+    _tiny_dino(tmp_path / "dino", seed=1)
+    with pytest.raises(ConfigError, match="weights changed since this LAM was trained"):
+        exolam.load(tmp_path / "ck")
+    (tmp_path / "dino").rename(tmp_path / "moved")
+    with pytest.raises(ConfigError, match=f"encoder hf:{tmp_path / 'dino'}: .* not a folder holding config.json") as e:
+        exolam.load(tmp_path / "ck")
+    assert "\n" not in str(e.value)
+
+
+def test_frozen_engine_steps_lower_l_lam(tmp_path):
+    _tiny_dino(tmp_path / "dino")
+    cfg = dataclasses.replace(TINY_FROZEN, encoder_spec=f"hf:{tmp_path / 'dino'}")
+    torch.manual_seed(0)
+    o, o_next, a = _squares(64)
+    lam = LapoLAM(cfg)
+    before = _l_lam(lam, o, o_next)
+    tc = engine.TrainConfig(steps=30, batch_size=32, lr=3e-3, precision="32", log_every=0)
+    source = TensorSource(Transitions(o=o, o_next=o_next, a=a), 0, tc.steps, tc.batch_size)
+    engine.fit(engine.make_fabric(tc), lam, Objective("lam", cfg.d_z), source, tc, spec={})
+    assert _l_lam(lam, o, o_next) < 0.5 * before
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("encoder", "frozen", r"model\.encoder_spec = ''"),  # frozen needs a spec
+    ("encoder_spec", "efficientnet-lite0", r"model\.encoder_spec .* only there"),  # a spec needs frozen
+    ("proj_channels", 0, r"model\.proj_channels"),
+])
+def test_bad_frozen_config_raises(field, value, match):
+    base = TINY if field != "proj_channels" else TINY_FROZEN
+    with pytest.raises(ConfigError, match=match):
+        LapoLAM(dataclasses.replace(base, **{field: value}))
+
+
+def test_frozen_refuses_vector_encoders(tmp_path):
+    _tiny_dino(tmp_path / "dino")
+    for spec in ("efficientnet-lite0:pooled", f"hf:{tmp_path / 'dino'}:cls"):
+        with pytest.raises(ConfigError, match=r"gives a feature vector \[(1280|16)\] per frame; .* spatial map") as e:
+            LapoLAM(dataclasses.replace(TINY_FROZEN, encoder_spec=spec))
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="fails on 1-channel 16x16 frames"):
+        LapoLAM(dataclasses.replace(TINY_FROZEN, in_channels=1))

@@ -1,5 +1,6 @@
 """`exolam train` / `exolam label` on own LeRobot video (tools/train.py, tools/label.py, cli_own.py)."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -182,6 +183,12 @@ def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     ("--objective lam+xexo:1", "needs paired views, but .* has no 'observation.image_alt'"),
     ("--objective lam+robust-action:1", "needs action labels, but .* has no 'action'"),
     ("--model vq --encoder ema", "--encoder applies to --model lapo only"),
+    ("--model vq --encoder efficientnet-lite0", "--encoder applies to --model lapo only"),
+    ("--encoder efficientnet-lite0:pooled", "gives one feature vector per frame; .* spatial feature map"),
+    ("--encoder hf:/nonexistent/dino:cls", "gives one feature vector per frame"),
+    ("--encoder hf:/nonexistent/dino", "encoder hf:/nonexistent/dino: .* not a folder holding config.json"),
+    ("--encoder resnet", "'resnet' is not an encoder spec"),
+    ("--encoder ema --proj-channels 8", "--proj-channels applies only with a frozen --encoder"),
     ("--steps 0", "--steps = 0 must be a positive integer"),
     ("--label-fraction 0.5", "--label-fraction = 0.5 applies only with robust-action"),
     ("--objective lam+robust-q:1", "robust-q needs the controllable change q"),
@@ -226,4 +233,37 @@ def test_api_config_round_trip(free, tmp_path):
     ckpt = train_own(cfg, log=lambda m: None)
     lam = checkpoint.load_model(ckpt)
     assert lam.cfg.encoder == "ema" and json.loads((tmp_path / "r" / "train.json").read_text())["encoder"] == "ema"
+    # its f_EMA reused as a frozen encoder (ema:CKPT): only the new LAM's projection, IDM and FDM are saved
+    frozen = train_own(dataclasses.replace(cfg, out=str(tmp_path / "f"), encoder=f"ema:{ckpt}", proj_channels=2),
+                       log=lambda m: None)
+    lam2 = checkpoint.load_model(frozen)
+    assert lam2.cfg.encoder == "frozen" and lam2.cfg.encoder_spec == f"ema:{ckpt}" and lam2.obs_shape == (16, 8, 8)
+    assert not any(k.startswith(("f.", "f_ema.")) for k in load_file(frozen / "model.safetensors"))
     shutil.rmtree(tmp_path / "r")
+
+
+def test_frozen_encoder_train_then_label(free, tmp_path):
+    """`--encoder efficientnet-lite0`: the LAM trains on frozen ImageNet features; label rebuilds the encoder."""
+    args = "--image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --steps 2 --batch-size 2"
+    assert train_command(f"--data {free} --out {tmp_path / 'r'} {args} --encoder efficientnet-lite0 "
+                         "--proj-channels 4".split()) == 0
+    ckpt = tmp_path / "r" / "checkpoint"
+    weights = load_file(ckpt / "model.safetensors")
+    assert all(k.split(".")[0] in ("proj", "idm_net", "fdm_net") for k in weights)  # no encoder weights saved
+    assert (ckpt / "model.safetensors").stat().st_size < 2_000_000  # EfficientNet-Lite0 alone is ~19 MB
+    resolved = json.loads((tmp_path / "r" / "train.json").read_text())
+    assert resolved["encoder"] == "efficientnet-lite0" and resolved["model_config"]["encoder"] == "frozen"
+    assert train_command(f"--data {free} --out {tmp_path / 'r'} {args} --encoder efficientnet-lite0 "
+                         "--proj-channels 4".split()) == 0  # finished: the same spec (encoder hash included)
+    lam = checkpoint.load_model(ckpt)
+    assert lam.cfg.encoder_spec == "efficientnet-lite0" and lam.obs_shape == (1280, 7, 7)
+    assert lam.cfg.proj_channels == 4 and lam.proj.out_channels == 4
+    out = label_dataset(tmp_path / "r", free, tmp_path / "o", batch_size=7, log=lambda m: None)
+    src, dst = open_dataset(free), open_dataset(out)
+    windows = WindowDataset(src, {"o": IMG}, frame_gap=1, image_size=32)
+    for e, t in [(0, 0), (2, 10)]:
+        item = windows[sum(n - 1 for n in src.episode_lengths[:e]) + t]
+        with torch.no_grad():
+            z = lam.encode(item["o"][None], item["o_next"][None])[0].numpy()
+        np.testing.assert_allclose(dst.column("latent_action", e)[t], z, rtol=1e-4, atol=1e-4)
+    assert dst.column("latent_action_is_valid", 0)[:, 0].tolist() == [True] * 11 + [False]

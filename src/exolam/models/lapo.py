@@ -8,7 +8,7 @@
 App. D follows LAPO (convolutions with GELU and Tanh) but drops its FSQ bottleneck for a small
 continuous latent (d_z = 8), so `idm` returns codes=None, loss=0 and z_pre = z.
 
-Two observation spaces (`encoder`):
+Three observation spaces (`encoder`):
 
 - "pixels": f = f' = the identity on pixels. Observations come from the dataset layer as float
   [0, 1]; inside the model they are mapped to [-1, 1] (2 I - 1), the FDM ends in Tanh, and its output
@@ -32,6 +32,28 @@ Two observation spaces (`encoder`):
   summed over feature dims (feat_channels * S_f^2, 4096 at 64 px with the defaults, vs 12288 pixels),
   which changes what the lambdas of the other terms mean.
 
+- "frozen": a pretrained encoder f = f' from models/encoders.py, named by `encoder_spec` (any
+  `load_encoder` spec giving a spatial map [C', H', W']: efficientnet-lite0, hf:PATH (DINOv2 patch
+  features, as UniVLA trains its LAM), timm:ARCH:PATH, ema:CKPT, pixels; a pooled / CLS vector is
+  refused, the IDM and FDM are convolutional). f runs in eval mode under no_grad and is never
+  trained. x = P f(I) and x' = P f(I') with P a trained 1x1 conv C' -> proj_channels (64 by default;
+  LapoLAM's 3x3 convs on 1280-channel EfficientNet maps would be heavy), so
+        z = psi_IDM(P f(I), P f(I')),   f'_hat = psi_FDM(P f(I), z) -> C' channels (last 1x1 conv),
+        L_LAM = E || f(I') - f'_hat ||^2      (`fdm_target(o_next)` = f(o_next), unprojected).
+  The target is the frozen features themselves, never P f(I'): a trained projection of the target
+  could collapse (P = 0 gives L = 0); P only shapes what the IDM and FDM read. The FDM output is
+  linear (identity, no Tanh): CNN/ViT features are unbounded (DINOv2 tokens) or not in [-1, 1]
+  (EfficientNet-Lite's ReLU6 head, [0, 6]), and a linear output fits any range, also that of an
+  ema:CKPT encoder's Tanh features. Squared errors are summed over C' H' W' (62720 for
+  EfficientNet-Lite0 [1280, 7, 7]; 98304 for DINOv2-S [384, 16, 16] at 224 px), which again changes
+  what the lambdas of the other terms mean. f is held outside the module tree (`frozen_encoder`,
+  a plain attribute): it is not in state_dict (a DINOv2-B would add 350 MB to every checkpoint),
+  `.to()` does not move it (it follows the input's device on first use), and `exolam.load` rebuilds
+  it from `encoder_spec` (made absolute at construction; a weights path that is gone gives the
+  encoder's own ConfigError line). `encoder_fingerprint` records the weights' hash: rebuilding on
+  other weights at the same path is refused. The features of the last few input tensors are
+  memoized (by identity), so idm + fdm + fdm_target of one batch run f once per frame tensor.
+
 EMA decay: 0.99 (a time constant of ~100 updates). The paper gives no value; DynaMo starts at 0.99
 (cosine-scheduled to 1), LAOM uses tau = 1e-3 (decay 0.999). 0.99 lets the target follow within the
 few thousand updates of the CPU presets while still lagging the online encoder; decay = 1 freezes
@@ -47,7 +69,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +78,12 @@ from torch import nn
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models.base import LAM, IDMOutput
 
-ENCODERS = ("pixels", "ema")
+if TYPE_CHECKING:
+    from exolam.models.encoders import Encoder as FrozenEncoder
+
+ENCODERS = ("pixels", "ema")  # the observation spaces trained with the LAM (variants of control_jobs)
+OBS_SPACES = ENCODERS + ("frozen",)  # + a pretrained encoder named by encoder_spec
+MEMO = 4  # frozen features of this many input tensors are kept (o, o', and xexo's o~, o~')
 
 
 def _halve(size: int, times: int) -> int:
@@ -75,13 +102,16 @@ class LapoLAMConfig:
     idm_channels: tuple[int, ...] = (32, 64, 128, 128)  # psi_IDM stride-2 conv widths
     fdm_channels: tuple[int, ...] = (32, 64, 128)  # psi_FDM UNet widths, one per level (>= 2)
     d_z: int = 8  # continuous latent action dim (App. D)
-    encoder: Literal["pixels", "ema"] = "pixels"  # observation space (module docstring)
+    encoder: Literal["pixels", "ema", "frozen"] = "pixels"  # observation space (module docstring)
     enc_channels: tuple[int, ...] = (32, 32)  # f: stride-2 conv widths (ema only)
     feat_channels: int = 16  # f: output channels (ema only)
     ema_decay: float = 0.99  # f_EMA decay per optimizer step (ema only; see module docstring)
+    encoder_spec: str = ""  # frozen only: the models/encoders.py `load_encoder` spec (made absolute)
+    proj_channels: int = 64  # frozen only: 1x1 conv projection C' -> proj_channels the IDM/FDM read
+    encoder_fingerprint: str = ""  # frozen only: hash of the encoder's weights (set at construction)
 
     def validate(self) -> "LapoLAMConfig":
-        for name in ("in_channels", "frame", "d_z", "feat_channels"):
+        for name in ("in_channels", "frame", "d_z", "feat_channels", "proj_channels"):
             check_positive_int(f"model.{name}", getattr(self, name))
         for name, least in (("idm_channels", 1), ("fdm_channels", 2), ("enc_channels", 1)):
             widths = getattr(self, name)
@@ -89,18 +119,37 @@ class LapoLAMConfig:
                 raise ConfigError(f"model.{name} = {widths!r} must list at least {least} conv width(s)")
             for i, c in enumerate(widths):
                 check_positive_int(f"model.{name}[{i}]", c)
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder = {self.encoder!r} must be one of {', '.join(ENCODERS)}")
+        if self.encoder not in OBS_SPACES:
+            raise ConfigError(f"model.encoder = {self.encoder!r} must be one of {', '.join(OBS_SPACES)}")
+        if not isinstance(self.encoder_spec, str) or (self.encoder == "frozen") != bool(self.encoder_spec.strip()):
+            raise ConfigError(f"model.encoder_spec = {self.encoder_spec!r}: a load_encoder spec (efficientnet-lite0, "
+                              "hf:PATH, timm:ARCH:PATH, ema:CKPT) is required with encoder 'frozen' and only there")
         check_range("model.ema_decay", self.ema_decay, 0.0, 1.0)
         return self
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
-        """Shape of what the FDM predicts: the frame (pixels) or f's feature map (ema)."""
+        """Shape of what the FDM predicts: the frame (pixels) or f's feature map (ema); frozen: see LapoLAM."""
         if self.encoder == "pixels":
             return (self.in_channels, self.frame, self.frame)
+        if self.encoder == "frozen":
+            raise ConfigError("model.obs_shape: a frozen encoder's feature shape is known once it is loaded; "
+                              "read LapoLAM.obs_shape")
         s = _halve(self.frame, len(self.enc_channels))
         return (self.feat_channels, s, s)
+
+
+def frozen_feature_shape(enc: "FrozenEncoder", frame: int, channels: int) -> tuple[int, int, int]:
+    """f's per-frame output [C', H', W'] for frame x frame x channels inputs; a vector or a failure -> ConfigError."""
+    try:
+        shape = tuple(int(d) for d in enc.out_shape_for(frame, channels))
+    except RuntimeError as e:
+        raise ConfigError(f"encoder {enc.name}: fails on {channels}-channel {frame}x{frame} frames "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if len(shape) != 3:
+        raise ConfigError(f"encoder {enc.name}: gives a feature vector {list(shape)} per frame; the LAPO LAM's conv "
+                          "IDM/FDM need a spatial map [C', H', W'] (drop ':pooled' / ':cls')")
+    return shape
 
 
 class Encoder(nn.Module):
@@ -122,15 +171,16 @@ class Encoder(nn.Module):
 class IDM(nn.Module):
     """psi_IDM: [stride-2 conv3x3 + GELU] per width on [x, x'] (channel-stacked), flatten, Linear -> z."""
 
-    def __init__(self, cfg: LapoLAMConfig):
+    def __init__(self, cfg: LapoLAMConfig, shape: tuple[int, int, int]):
         super().__init__()
-        c, s, _ = cfg.obs_shape
+        c, h, w = shape  # of x (and x')
         layers, c_in = [], 2 * c
-        for w in cfg.idm_channels:
-            layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.GELU()]
-            c_in = w
+        for width in cfg.idm_channels:
+            layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1), nn.GELU()]
+            c_in = width
         self.conv = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in * _halve(s, len(cfg.idm_channels)) ** 2, cfg.d_z)
+        n = len(cfg.idm_channels)
+        self.head = nn.Linear(c_in * _halve(h, n) * _halve(w, n), cfg.d_z)
 
     def forward(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv(torch.cat([x, x_next], dim=1)).flatten(1))
@@ -143,19 +193,18 @@ class UNetFDM(nn.Module):
         e_i = GELU(conv_stride2(e_{i-1}))           w_i @ S / 2^i  (i = 1 .. L-1)
         b   = GELU(conv(FiLM_z(e_{L-1})))           w_{L-1}        (FiLM: e * (1 + gamma(z)) + beta(z))
         d_i = GELU(conv(up(d_{i+1}) ++ e_i))        w_i            (i = L-2 .. 0, d_{L-1} = b)
-        out = conv1x1(d_0)
+        out = conv1x1(d_0)                          c_out          (frozen: C' of f, x has proj_channels)
     """
 
-    def __init__(self, cfg: LapoLAMConfig):
+    def __init__(self, cfg: LapoLAMConfig, c_in: int, c_out: int):
         super().__init__()
-        c = cfg.obs_shape[0]
         w = cfg.fdm_channels
-        self.stem = nn.Conv2d(c + cfg.d_z, w[0], 3, padding=1)
+        self.stem = nn.Conv2d(c_in + cfg.d_z, w[0], 3, padding=1)
         self.downs = nn.ModuleList(nn.Conv2d(w[i - 1], w[i], 3, stride=2, padding=1) for i in range(1, len(w)))
         self.film = nn.Linear(cfg.d_z, 2 * w[-1])
         self.mid = nn.Conv2d(w[-1], w[-1], 3, padding=1)
         self.ups = nn.ModuleList(nn.Conv2d(w[i + 1] + w[i], w[i], 3, padding=1) for i in reversed(range(len(w) - 1)))
-        self.out = nn.Conv2d(w[0], c, 1)
+        self.out = nn.Conv2d(w[0], c_out, 1)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         z_map = z[:, :, None, None].expand(-1, -1, x.shape[-2], x.shape[-1]).to(x.dtype)
@@ -177,53 +226,125 @@ class LapoLAM(LAM):
 
     encoder "pixels": fdm/decode -> frame in [0, 1], shape of o;  fdm_target(o_next) = o_next.
     encoder "ema":    fdm/decode -> features in [-1, 1], cfg.obs_shape;  fdm_target(o_next) = sg f_EMA(o_next).
+    encoder "frozen": fdm/decode -> features (linear), self.obs_shape = f's [C', H', W'];
+                      fdm_target(o_next) = f(o_next) of the frozen pretrained encoder.
+
+    `encoder` (frozen only, optional): an already loaded `encoders.Encoder` for cfg.encoder_spec (saves a
+    second load of the weights); by default it is loaded from the spec.
     """
 
-    def __init__(self, cfg: LapoLAMConfig | None = None):
+    def __init__(self, cfg: LapoLAMConfig | None = None, encoder: "FrozenEncoder | None" = None):
         super().__init__()
-        self.cfg = (cfg or LapoLAMConfig()).validate()
-        if self.cfg.encoder == "ema":
-            self.f = Encoder(self.cfg)
+        cfg = (cfg or LapoLAMConfig()).validate()
+        self._frozen: tuple = ()  # (f,) in frozen mode: a plain attribute, outside state_dict and .to()
+        self._memo: list = []  # [(input tensor, its version, f(input))], newest last
+        if cfg.encoder == "frozen":
+            from exolam.models.encoders import load_encoder
+
+            enc = load_encoder(cfg.encoder_spec if encoder is None else encoder)
+            if cfg.encoder_fingerprint and enc.fingerprint and enc.fingerprint != cfg.encoder_fingerprint:
+                raise ConfigError(f"encoder {enc.name}: its weights changed since this LAM was trained (fingerprint "
+                                  f"{enc.fingerprint}, trained on {cfg.encoder_fingerprint})")
+            cfg = dataclasses.replace(cfg, encoder_spec=enc.name, encoder_fingerprint=enc.fingerprint)
+            self._frozen = (enc.freeze(),)
+            self.feat_shape = frozen_feature_shape(enc, cfg.frame, cfg.in_channels)
+            self.proj = nn.Conv2d(self.feat_shape[0], cfg.proj_channels, 1)
+            x_shape = (cfg.proj_channels, *self.feat_shape[1:])
+        else:
+            x_shape = cfg.obs_shape
+        self.cfg = cfg
+        if cfg.encoder == "ema":
+            self.f = Encoder(cfg)
             self.f_ema = copy.deepcopy(self.f).requires_grad_(False)
-        self.idm_net = IDM(self.cfg)
-        self.fdm_net = UNetFDM(self.cfg)
+        self.idm_net = IDM(cfg, x_shape)
+        self.fdm_net = UNetFDM(cfg, x_shape[0], self.obs_shape[0])
 
     @property
     def d_z(self) -> int:
         return self.cfg.d_z
 
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """Shape of what fdm/decode return (and fdm_target): the frame, f_EMA's or the frozen f's features."""
+        return self.feat_shape if self.cfg.encoder == "frozen" else self.cfg.obs_shape
+
+    @property
+    def frozen_encoder(self) -> "FrozenEncoder | None":
+        """The pretrained f of frozen mode (not a submodule: not saved, not moved by .to()); else None."""
+        return self._frozen[0] if self._frozen else None
+
+    def extra_repr(self) -> str:
+        return f"encoder={self.cfg.encoder!r}" + (f", f={self.cfg.encoder_spec!r}" if self._frozen else "")
+
     # ------------------------------------------------------------ observation space
 
+    def features(self, o: torch.Tensor, memo: bool = True) -> torch.Tensor:
+        """f(I) of the frozen encoder [B, C', H', W'] (no gradient; memoized per input tensor). Frozen only."""
+        if not self._frozen:
+            raise ConfigError(f"LapoLAM.features: only for encoder 'frozen' (this one is {self.cfg.encoder!r})")
+        version = None if o.is_inference() else o._version  # inference tensors keep no version: never memoized
+        for ref, v, feat in self._memo:
+            if ref is o and version is not None and v == version:
+                return feat
+        enc = self._frozen[0]
+        ref = next(iter(enc.parameters()), None)
+        ref = next(iter(enc.buffers()), None) if ref is None else ref
+        if ref is not None and ref.device != o.device:
+            enc.to(o.device)  # follows the input (the LAM's .to() does not reach it)
+        with torch.no_grad():
+            feat = enc(o).to(self.proj.weight.dtype)
+        if memo and version is not None:
+            self._memo = self._memo[-(MEMO - 1):] + [(o, version, feat)]
+        return feat
+
     def embed(self, o: torch.Tensor) -> torch.Tensor:
-        """x = f(I): the online representation the IDM and FDM read (2 I - 1 for pixels)."""
+        """x = f(I): the online representation the IDM and FDM read (2 I - 1 for pixels, P f(I) for frozen)."""
+        if self.cfg.encoder == "frozen":
+            return self.proj(self.features(o))
         return self.f(o) if self.cfg.encoder == "ema" else 2 * o - 1
 
-    @torch.no_grad()
     def embed_target(self, o_next: torch.Tensor) -> torch.Tensor:
-        """x' = sg f'(I'): f_EMA(I') (ema) or 2 I' - 1 (pixels), never differentiated."""
-        return self.f_ema(o_next) if self.cfg.encoder == "ema" else 2 * o_next - 1
+        """x' the IDM reads: sg f_EMA(I') (ema), 2 I' - 1 (pixels), P sg f(I') (frozen; P is trained)."""
+        if self.cfg.encoder == "frozen":
+            return self.embed(o_next)
+        with torch.no_grad():
+            return self.f_ema(o_next) if self.cfg.encoder == "ema" else 2 * o_next - 1
 
     def fdm_target(self, o_next: torch.Tensor) -> torch.Tensor:
-        """What `fdm(o, z)` is compared with in L_LAM (Eq. 5): o_next (pixels) or sg f_EMA(o_next) (ema)."""
+        """What `fdm(o, z)` is compared with in L_LAM (Eq. 5): o_next, sg f_EMA(o_next) or f(o_next) (frozen)."""
+        if self.cfg.encoder == "frozen":
+            return self.features(o_next)
         return self.embed_target(o_next) if self.cfg.encoder == "ema" else o_next
 
     # ------------------------------------------------------------ the LAM protocol
 
     def idm(self, o: torch.Tensor, o_next: torch.Tensor) -> IDMOutput:
         """psi_IDM(f(o), sg f'(o')) -> continuous z [B, d_z]; no bottleneck (codes None, loss 0)."""
-        z = self.idm_net(self.embed(o), self.embed_target(o_next))
+        return self._out(self.idm_net(self.embed(o), self.embed_target(o_next)))
+
+    def idm_on_features(self, feat: torch.Tensor, feat_next: torch.Tensor) -> IDMOutput:
+        """`idm` from precomputed frozen features f(o), f(o') (label runs f once per frame). Frozen only."""
+        if not self._frozen:
+            raise ConfigError(f"LapoLAM.idm_on_features: only for encoder 'frozen' (this one is {self.cfg.encoder!r})")
+        return self._out(self.idm_net(self.proj(feat), self.proj(feat_next)))
+
+    @staticmethod
+    def _out(z: torch.Tensor) -> IDMOutput:
         return IDMOutput(z=z, z_pre=z, codes=None, loss=z.new_zeros((), dtype=torch.float32))
 
     def fdm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """psi_FDM(f(o), z): the next frame in [0, 1] (pixels) or f_EMA features in [-1, 1] (ema)."""
-        y = torch.tanh(self.fdm_net(self.embed(o), z))
+        """psi_FDM(f(o), z): the next frame in [0, 1] (pixels), f_EMA features in [-1, 1] (ema), f(o') (frozen)."""
+        h = self.fdm_net(self.embed(o), z)
+        if self.cfg.encoder == "frozen":
+            return h  # linear: frozen features are not in [-1, 1] (module docstring)
+        y = torch.tanh(h)
         return (y + 1) / 2 if self.cfg.encoder == "pixels" else y
 
     # ------------------------------------------------------------ EMA target encoder
 
     @torch.no_grad()
     def ema_update(self) -> None:
-        """theta_EMA <- decay * theta_EMA + (1 - decay) * theta_f (parameters and buffers); no-op for pixels."""
+        """theta_EMA <- decay * theta_EMA + (1 - decay) * theta_f (parameters and buffers); no-op otherwise."""
         if self.cfg.encoder != "ema":
             return
         d = self.cfg.ema_decay

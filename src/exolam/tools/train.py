@@ -2,7 +2,9 @@
 
     windows  (o_t, o_{t+k}) of one camera, never crossing an episode (data/windows.py), resized to
              image_size x image_size, k = frame_gap
-    model    lapo: `LapoLAMConfig` defaults (d_z 8, encoder pixels | ema) with frame = image_size;
+    model    lapo: `LapoLAMConfig` defaults (d_z 8) with frame = image_size, on pixels, the jointly
+             trained EMA encoder (`--encoder ema`), or the features of a frozen pretrained encoder
+             (`--encoder SPEC`, below);
              vq:   `VQLAMConfig` defaults (Table 2: d_z 32, K 5) with frame = image_size
     loss     the objective string (objectives.py): lam [+xexo:w] [+robust-action:w] [+robust-flow:w];
              xexo needs the paired view `<camera>_alt`, robust-action the feature `action`
@@ -17,6 +19,15 @@ image_size, channels, frame_shape, frame_gap}: what `exolam label` / `diagnose` 
 
 Label fraction (robust-action only, App. D / LAOM): round(f * episodes) whole episodes, drawn by the
 seed, carry labels; f = 1 uses every label (or the dataset's own `action_is_labeled` mask).
+Frozen encoders (`--encoder SPEC`, lapo only): any models/encoders.py spec giving a spatial feature map:
+`efficientnet-lite0`, `hf:PATH` (DINOv2 patch features, as UniVLA), `timm:ARCH:PATH`, `ema:CKPT` (the
+f_EMA of an earlier `--encoder ema` run, reused frozen). The LAM reads P f(I) (P a trained 1x1 conv to
+proj_channels 64) and its FDM predicts f(I') itself (models/lapo.py, encoder "frozen"). The encoder is
+loaded once here to check it (a pooled / CLS vector, `:pooled` / `:cls`, is refused: the IDM and FDM are
+convolutional); the checkpoint stores its absolute spec and weights hash, never its weights, so
+`exolam.load` / `exolam label` rebuild it from the same local path. Frames are still resized to
+image_size first, then by the encoder to its own input size (224 for EfficientNet and DINOv2), so a
+small --image-size loses detail the encoder could have used.
 The VQ LAM (built for 4x4 grid-world frames) flattens full-resolution IDM features into its MLP
 (128 * S^2 * 64 weights), so it is refused above MAX_VQ_SIZE pixels; its UNet needs an even size.
 """
@@ -36,7 +47,8 @@ from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.models.lapo import ENCODERS, LapoLAM, LapoLAMConfig, ema_hook
+from exolam.models.encoders import load_encoder
+from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
 from exolam.runio import atomic_write, to_jsonable
@@ -46,6 +58,7 @@ from exolam.train.engine import TrainConfig
 
 MODELS = ("lapo", "vq")
 MAX_VQ_SIZE = 64
+FROZEN_ONLY = ("encoder_spec", "proj_channels", "encoder_fingerprint")  # LapoLAMConfig fields of encoder "frozen"
 KIND = "exolam-own-lam"
 
 
@@ -64,8 +77,10 @@ class TrainOwnConfig:
     frame_gap: int = 1
     """k: the IDM sees (o_t, o_{t+k})"""
     model: Literal["lapo", "vq"] = "lapo"
-    encoder: Literal["pixels", "ema"] | None = None
-    """lapo only: observation space (default pixels)"""
+    encoder: str | None = None
+    """lapo only: pixels (default), ema, or a frozen encoder: efficientnet-lite0, hf:PATH, timm:ARCH:PATH, ema:CKPT"""
+    proj_channels: int | None = None
+    """frozen --encoder only: the trained 1x1 projection of its features that the IDM/FDM read (default 64)"""
     objective: str = "lam"
     """lam[+xexo:w][+robust-action:w][+robust-flow:w]"""
     label_fraction: float = 1.0
@@ -105,8 +120,17 @@ class TrainOwnConfig:
             raise ConfigError(f"--model = {self.model!r} must be one of {', '.join(MODELS)}")
         if self.encoder is not None and self.model != "lapo":
             raise ConfigError(f"--encoder applies to --model lapo only (the {self.model} LAM reads pixels)")
-        if self.encoder is not None and self.encoder not in ENCODERS:
-            raise ConfigError(f"--encoder = {self.encoder!r} must be one of {', '.join(ENCODERS)}")
+        if self.encoder is not None and (not isinstance(self.encoder, str) or not self.encoder.strip()):
+            raise ConfigError(f"--encoder = {self.encoder!r} must be pixels, ema or a frozen encoder spec "
+                              "(efficientnet-lite0, hf:PATH, timm:ARCH:PATH, ema:CKPT)")
+        if self.encoder is not None and self.encoder.strip().rpartition(":")[2] in ("pooled", "cls"):
+            raise ConfigError(f"--encoder = {self.encoder!r} gives one feature vector per frame; the lapo LAM's conv "
+                              "IDM/FDM need a spatial feature map (drop ':pooled' / ':cls')")
+        if self.proj_channels is not None:
+            check_positive_int("--proj-channels", self.proj_channels)
+            if (self.encoder or "pixels").strip() in ("pixels", "ema"):
+                raise ConfigError("--proj-channels applies only with a frozen --encoder (efficientnet-lite0, hf:PATH, "
+                                  "timm:ARCH:PATH, ema:CKPT)")
         terms = {t.name for t in parse_objective(self.objective, "--objective")}
         if "robust-q" in terms:
             raise ConfigError("--objective robust-q needs the controllable change q, which only the simulated "
@@ -150,10 +174,13 @@ class Plan:
     objective: str
     target_dims: dict
     input: dict
+    encoder: object = None  # the frozen pretrained encoder (lapo, encoder "frozen"), loaded once by `plan`
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)
-        return (LapoLAM if self.cfg.model == "lapo" else VQLAM)(self.model_cfg)
+        if self.cfg.model == "vq":
+            return VQLAM(self.model_cfg)
+        return LapoLAM(self.model_cfg, encoder=self.encoder)
 
     def source(self) -> WindowSource:
         c = self.cfg
@@ -163,8 +190,10 @@ class Plan:
 
     def spec(self) -> dict:
         """The run's identity: a checkpoint written under another spec is refused, not resumed."""
-        return {"kind": KIND, "input": self.input, "model": {"class": self.cfg.model,
-                                                             "config": to_jsonable(self.model_cfg)},
+        model = to_jsonable(self.model_cfg)
+        if model.get("encoder", "frozen") != "frozen":  # frozen-only fields: pixels/ema specs stay as before them
+            model = {k: v for k, v in model.items() if k not in FROZEN_ONLY}
+        return {"kind": KIND, "input": self.input, "model": {"class": self.cfg.model, "config": model},
                 "objective": self.objective, "data": {"root": str(self.ds.root.resolve()), "fields": self.fields,
                                                       "labelled_episodes": self.labelled},
                 "train": {k: v for k, v in to_jsonable(self.cfg.train_config()).items()
@@ -199,14 +228,22 @@ def plan(cfg: TrainOwnConfig) -> Plan:
         from exolam.data.flow import flow_dim
 
         target_dims["flow"] = flow_dim()
+    encoder = None
     if cfg.model == "lapo":
-        model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size,
-                           encoder=cfg.encoder or "pixels")
+        space = (cfg.encoder or "pixels").strip()
+        extra = {"encoder": space} if space in ("pixels", "ema") else {}
+        if not extra:  # a frozen pretrained encoder: loaded (and its map shape checked) before any output
+            encoder = load_encoder(space)
+            frozen_feature_shape(encoder, cfg.image_size, c)
+            extra = {"encoder": "frozen", "encoder_spec": encoder.name, "encoder_fingerprint": encoder.fingerprint}
+            if cfg.proj_channels is not None:
+                extra["proj_channels"] = cfg.proj_channels
+        model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **extra)
     else:
         model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
-    return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp)
+    return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder)
 
 
 def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
@@ -260,7 +297,9 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
         atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
     except OSError as e:
         raise ConfigError(f"--out = {out}: cannot write ({e.strerror or e})") from None
-    log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}) on '{p.camera}' of {p.ds.root} ({p.objective}, "
+    on = f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}" \
+        if p.encoder is not None else ""
+    log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
         f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
     train = cfg.train_config()
     fabric = engine.make_fabric(train, cfg.device)
