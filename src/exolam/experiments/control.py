@@ -78,12 +78,15 @@ class Config:
     eval_steps: int = 1000
     probe_windows: int = 8192
     """windows sampled for the probes (train) and the diagnostics (held out)"""
+    frame_gap: int = 1
+    """k of the LAM's windows (I_t, I_t+k); App. D does not say (cheetah runs at 100 steps/s)"""
     seeds: int = 3
     device: str = "cpu"
 
     def validate(self) -> None:
         self.env.validate()
-        for name in ("episodes", "steps", "test_episodes", "eval_episodes", "eval_steps", "probe_windows", "seeds"):
+        for name in ("episodes", "steps", "test_episodes", "eval_episodes", "eval_steps", "probe_windows", "seeds",
+                     "frame_gap"):
             check_positive_int(name, getattr(self, name))
         if self.test_episodes >= self.episodes:
             raise ConfigError(f"test_episodes = {self.test_episodes} must be < episodes = {self.episodes}")
@@ -154,7 +157,7 @@ def tasks(cfg: Config, data: str, n_episodes: int) -> list[ControlTask]:
             out.append(ControlTask(method, f, seed, data, cfg.env, n_episodes - cfg.test_episodes, n_episodes,
                                    cfg.model, trains["train"], cfg.policy, trains["policy_train"], cfg.decoder,
                                    trains["decoder_train"], trains["bc_train"], cfg.eval_episodes, cfg.eval_steps,
-                                   cfg.probe_windows, cfg.device))
+                                   cfg.probe_windows, cfg.frame_gap, cfg.device))
     return out
 
 

@@ -3,14 +3,14 @@ diagnostics, and its policy's return in the distracted environment. The sweep is
 
 A latent row (`method` = a variant `OBJECTIVE[@ENCODER]`, e.g. `lam+xexo:1`, `lam@ema`), seed k:
 
-    1. LAM      psi_IDM, psi_FDM (models/lapo.py) with the objective on windows (I_t, I_t+1) of the
+    1. LAM      psi_IDM, psi_FDM (models/lapo.py) with the objective on windows (I_t, I_t+k) of the
                 training episodes (+ paired renders for xexo, labels of the labelled episodes for
                 robust-action, DIS flow of (I, I') for robust-flow; `ema_hook` for @ema)
     2. probes   on held-out episodes: probe NMSE z -> a and NMSE(a | z, s) (s = proprio state, the
                 endogenous content of o: a probe on 12,288 pixels is not fittable from these samples),
                 z consistency across paired renders, xi'-swap PSNR (pixels only: the @ema FDM predicts
                 features), the xi-sensitivity delta_h (Eq. 13) of the representation h = lam.embed
-    3. pi(z|o)  latent policy on every training frame, target z = frozen IDM(I_t, I_t+1)
+    3. pi(z|o)  latent policy on every training frame, target z = frozen IDM(I_t, I_t+k)
     4. pi_Dec   action decoder a <- z on the labelled episodes
     5. return   pi_Dec(pi(o)) in DistractingControl under the same distractors (env's own drift)
 
@@ -86,6 +86,7 @@ class ControlTask:
     eval_episodes: int
     eval_steps: int
     probe_windows: int
+    frame_gap: int = 1
     device: str = "cpu"
 
     @property
@@ -114,7 +115,8 @@ def _fit(task: ControlTask, model, objective, source, train: TrainConfig, ckpt: 
 
 
 def _source(task: ControlTask, fields: dict, episodes, train: TrainConfig, **kw) -> WindowSource:
-    ds = WindowDataset(task.data, fields, frame_gap=1, image_size=task.env.image_size, episodes=episodes, **kw)
+    ds = WindowDataset(task.data, fields, frame_gap=task.frame_gap, image_size=task.env.image_size, episodes=episodes,
+                       **kw)
     return WindowSource(ds, task.seed, train.steps, train.batch_size, device=task.device)
 
 
@@ -136,8 +138,8 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
 
 def _windows(task: ControlTask, episodes, n: int, seed: int):
     """Up to n windows of `episodes` (a seeded sample), in memory, with paired views and state."""
-    ds = WindowDataset(task.data, {"o": IMAGE, "o_alt": ALT, "a": ACTION, "s": STATE}, image_size=task.env.image_size,
-                       episodes=episodes)
+    ds = WindowDataset(task.data, {"o": IMAGE, "o_alt": ALT, "a": ACTION, "s": STATE}, frame_gap=task.frame_gap,
+                       image_size=task.env.image_size, episodes=episodes)
     idx = np.random.default_rng(seed).permutation(len(ds))[:n] if len(ds) > n else np.arange(len(ds))
     return collate([ds[int(i)] for i in sorted(idx)])
 
@@ -145,8 +147,9 @@ def _windows(task: ControlTask, episodes, n: int, seed: int):
 @torch.no_grad()
 def diagnose(lam: LapoLAM, task: ControlTask) -> dict:
     """Step 2 of the module doc, on held-out episodes (probes fitted on training windows)."""
-    train = _windows(task, range(task.n_train), task.probe_windows, task.seed)
-    test = _windows(task, range(task.n_train, task.n_episodes), task.probe_windows, task.seed + 1)
+    dev = next(lam.parameters()).device
+    train = _windows(task, range(task.n_train), task.probe_windows, task.seed).to(dev)
+    test = _windows(task, range(task.n_train, task.n_episodes), task.probe_windows, task.seed + 1).to(dev)
     z_tr, z_te = (torch.cat([lam.encode(b.o[i:i + 256], b.o_next[i:i + 256]) for i in range(0, len(b), 256)])
                   for b in (train, test))
     row = {"probe_nmse": probe_nmse(z_tr, train.a, z_te, test.a),
