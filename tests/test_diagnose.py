@@ -110,6 +110,17 @@ def test_flags_on_constructed_lams(noisy, tmp_path):
     assert "FLAG: the FDM ignores z" in (tmp_path / "fdm-ignores-z" / "report.md").read_text()
 
 
+def test_a_lam_that_uses_no_latent_is_degenerate_not_leaky():
+    from exolam.tools.diagnose import verdict
+
+    paired = {"measured": True, "consistency_relative": 1.5, "swap_gap_swap": 0.0, "swap_gap_aug": 0.0,
+              "identical_views": 0.0}
+    assert verdict(paired)["answer"] == "yes"
+    v = verdict(paired, {"measured": True, "flag": True}, {"measured": True, "flag": False})
+    assert v["answer"] == "degenerate" and "the FDM ignores z" in v["text"]
+    assert verdict(paired, {"flag": False}, {"flag": True})["answer"] == "degenerate"
+
+
 def test_without_paired_views_or_actions_says_so(tmp_path):
     """Action-free data without paired views: the verdict is undecided and the report says why."""
     import numpy as np

@@ -269,9 +269,17 @@ def saliency_section(lam, ds, batch, n_windows: int = 64) -> tuple[dict, dict | 
     return out, maps
 
 
-def verdict(paired: dict) -> dict:
-    """Does this LAM encode exogenous content? From paired views only, with THRESHOLDS (module doc)."""
+def verdict(paired: dict, fdm: dict | None = None, nxt: dict | None = None) -> dict:
+    """Does this LAM encode exogenous content? From paired views only, with THRESHOLDS (module doc); but
+    first, a LAM whose FDM ignores z or whose z ignores o' is 'degenerate': it learned no latent action,
+    so what its z encodes is moot (its z still moves with the pixels, xi included, and would read 'yes')."""
     T = THRESHOLDS
+    broken = [what for sec, what in ((fdm, "the FDM ignores z"), (nxt, "z ignores o'")) if sec and sec.get("flag")]
+    if broken:
+        return {"answer": "degenerate", "r": paired.get("consistency_relative"),
+                "text": f"This LAM learned no latent action: {' and '.join(broken)} (see below), so whether z encodes "
+                "exogenous content is moot. Train longer, use a larger --frame-gap (frames k steps apart differ "
+                "more), or check the bottleneck, then diagnose again."}
     if not paired.get("measured"):
         return {"answer": "undecided", "text": "Cannot be decided from this data: it has no paired views "
                 "(`<camera>_alt`). Look at the saliency maps (does z read the background or distractors?) and run "
@@ -361,8 +369,8 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         "fdm_uses_z": fdm_section(lam, batch, z),
         "z_uses_next": next_section(lam, batch, z, torch.stack(others), m_used),
         "saliency": sal,
-        "verdict": verdict(paired),
     }
+    results["verdict"] = verdict(paired, results["fdm_uses_z"], results["z_uses_next"])
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:  # everything into a temporary sibling, then one rename: a report is whole or absent
         shutil.rmtree(tmp, ignore_errors=True)

@@ -106,7 +106,8 @@ def markdown(res: dict, figs: list[str]) -> str:
          "## Verdict: does this LAM encode exogenous content?", "", f"**{v['answer']}** - {v['text']}", "",
          f"Rule (fixed in advance, tools/diagnose.py): yes if consistency relative r >= {T['consistency_yes']} or "
          f"xi'-swap gap g = gap_swap - max(gap_aug, 0) >= {T['swap_yes_db']} dB; no if r <= {T['consistency_no']} "
-         f"and g < {T['swap_no_db']} dB; partly otherwise; undecided without paired views. r = 2 Var_xi(z)/Var(z) "
+         f"and g < {T['swap_no_db']} dB; partly otherwise; undecided without paired views; degenerate (checked "
+         f"first) if the FDM ignores z or z ignores o' (flags below). r = 2 Var_xi(z)/Var(z) "
          "for independent paired draws: r = 0.5 means a quarter of z's variance follows the exogenous state.", ""]
     p = res["paired"]
     L += ["## Paired views: consistency and the xi'-swap test (Sec. 4.2, Fig. 2b; Fig. 5b left)", ""]
