@@ -117,3 +117,23 @@ def test_mismatched_staging_refused(full, tmp_path):
         collect(CFG, policy, full.parent, EPISODES, STEPS, 8)
     with pytest.raises(ConfigError, match="even"):
         collect(ControlConfig(image_size=33), policy, tmp_path / "odd", 1, 2, 0)
+
+
+def test_paired_stream_drifts_like_the_data(full):
+    """xi_alt is its own trajectory under the env's dynamics (Def. 4.5): its steps are as small as xi's,
+    while xi_alt and xi stay far apart (independent reset draws)."""
+    ds = open_dataset(full)
+    for e in range(EPISODES):
+        xi, alt = ds.column("xi", e).astype(float), ds.column("xi_alt", e).astype(float)
+        step_xi, step_alt = np.abs(np.diff(xi, axis=0)).mean(), np.abs(np.diff(alt, axis=0)).mean()
+        assert 0.3 < step_alt / step_xi < 3.0
+        assert np.abs(alt - xi).mean() > 5 * step_alt
+
+
+def test_discrete_paired_stream_switches_like_the_data(tmp_path):
+    cfg = ControlConfig(image_size=32, mode="discrete", n_xi=4, p_switch=0.2)
+    arrays = rollout(DistractingControl(cfg), policy, 0, 0, 200)
+    xi, alt = arrays["xi"], arrays["xi_alt"]
+    assert not np.array_equal(alt[0], xi[0])  # another configuration at t = 0
+    switches = lambda x: np.any(np.diff(x, axis=0) != 0, axis=1).mean()  # noqa: E731
+    assert 0.1 < switches(alt) < 0.3 and 0.1 < switches(xi) < 0.3

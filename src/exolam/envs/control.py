@@ -187,6 +187,17 @@ def _lookat_xmat(cam_pos: np.ndarray, target: np.ndarray, roll: float) -> np.nda
 
 
 # ---------------------------------------------------------------- the environment -----------------
+@dataclasses.dataclass
+class XiStream:
+    """One exogenous trajectory: xi and the drift's velocities (drift mode) or the configuration index
+    (discrete mode). The env advances its own; a collector may advance a paired one alongside."""
+
+    xi: np.ndarray
+    cam_vel: np.ndarray
+    roll_vel: float = 0.0
+    index: int = -1
+
+
 class DistractingControl:
     """dm_control task whose frames render under the exogenous state xi (layout in the module doc).
 
@@ -235,8 +246,7 @@ class DistractingControl:
             g = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(_STREAM_CONFIGS,)))
             self.configs = lo + (hi - lo) * g.random((cfg.n_xi, self.xi_dim))
         self._episode = 0
-        self.xi = np.zeros(self.xi_dim)
-        self.xi_index = -1
+        self._own = XiStream(np.zeros(self.xi_dim), np.zeros(3))
         self._rng = None
         self._done = False
 
@@ -270,13 +280,7 @@ class DistractingControl:
         self._env.task.random.seed(int(phys_seed))
         ts = self._env.reset()
         self._rng = np.random.default_rng(int(xi_seed))
-        if self.configs is not None:
-            self.xi_index = int(self._rng.integers(self.cfg.n_xi))
-            self.xi = self.configs[self.xi_index].copy()
-        else:
-            self.xi = self.xi_low + (self.xi_high - self.xi_low) * self._rng.random(self.xi_dim)
-        self._cam_vel = np.zeros(3)
-        self._roll_vel = 0.0
+        self._own = self.new_stream(self._rng)
         self._write_colors(self.xi)
         return self._out(ts)
 
@@ -285,13 +289,7 @@ class DistractingControl:
         if self._rng is None or self._done:  # dm_control would silently start a new episode
             raise ConfigError("DistractingControl.step called before reset() or after the episode ended")
         ts = self._env.step(np.asarray(action, dtype=np.float64))
-        if self.configs is not None:
-            if self._rng.random() < self.cfg.p_switch:
-                j = int(self._rng.integers(self.cfg.n_xi - 1))
-                self.xi_index = j + (j >= self.xi_index)
-            self.xi = self.configs[self.xi_index].copy()
-        else:
-            self._drift()
+        self.advance(self._own, self._rng)
         self._write_colors(self.xi)
         return self._out(ts)
 
@@ -300,21 +298,53 @@ class DistractingControl:
         state = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in ts.observation.values()])
         return {"state": state, "reward": float(ts.reward or 0.0), "xi": self.xi.copy(), "done": self._done}
 
-    def _drift(self) -> None:
-        cfg, g, n = self.cfg, self._rng, 3 * self.n_mat
-        xi, lo, hi = self.xi, self.xi_low, self.xi_high
+    # -- xi streams: the env's own, and any paired one (envs/control_collect.py) -------------------------
+    @property
+    def xi(self) -> np.ndarray:
+        """The env's current exogenous state (its own stream's)."""
+        return self._own.xi
+
+    @property
+    def xi_index(self) -> int:
+        """Discrete mode: the index of the current configuration (-1 in drift mode)."""
+        return self._own.index
+
+    def new_stream(self, g: np.random.Generator, avoid: int | None = None) -> XiStream:
+        """A stream at its reset draw: uniform in the xi box, velocities 0 (drift); a uniform configuration,
+        one other than `avoid` if given (discrete)."""
+        if self.configs is not None:
+            if avoid is None:
+                i = int(g.integers(self.cfg.n_xi))
+            else:
+                j = int(g.integers(self.cfg.n_xi - 1))
+                i = j + (j >= avoid)
+            return XiStream(self.configs[i].copy(), np.zeros(3), 0.0, i)
+        return XiStream(self.xi_low + (self.xi_high - self.xi_low) * g.random(self.xi_dim), np.zeros(3))
+
+    def advance(self, st: XiStream, g: np.random.Generator) -> None:
+        """One timestep of a stream's dynamics (module doc): the drift walk, or a switch w.p. p_switch."""
+        cfg, n = self.cfg, 3 * self.n_mat
+        if self.configs is not None:
+            if g.random() < cfg.p_switch:
+                j = int(g.integers(cfg.n_xi - 1))
+                st.index = j + (j >= st.index)
+            st.xi = self.configs[st.index].copy()
+            return
+        xi, lo, hi = st.xi, self.xi_low, self.xi_high
         xi[:n] = np.clip(xi[:n] + g.normal(0.0, cfg.color_step * cfg.delta_color, n), lo[:n], hi[:n])
         s = cfg.delta_cam
-        self._cam_vel = np.clip(self._cam_vel + g.normal(0.0, cfg.cam_vel_std * s, 3), -cfg.cam_max_vel * s, cfg.cam_max_vel * s)
+        st.cam_vel = np.clip(st.cam_vel + g.normal(0.0, cfg.cam_vel_std * s, 3), -cfg.cam_max_vel * s,
+                             cfg.cam_max_vel * s)
         r0, h0, v0 = self._sph0
-        off = _sphere2cart(r0 * (1 + xi[-1]), h0 + xi[-4], v0 + xi[-3]) + self._cam_vel
+        off = _sphere2cart(r0 * (1 + xi[-1]), h0 + xi[-4], v0 + xi[-3]) + st.cam_vel
         r, h, v = _cart2sphere(off)
         d_h = (h - h0 + math.pi) % (2 * math.pi) - math.pi
         xi[-4] = np.clip(d_h, lo[-4], hi[-4])
         xi[-3] = np.clip(v - v0, lo[-3], hi[-3])
         xi[-1] = np.clip(r / r0 - 1.0, lo[-1], hi[-1])
-        self._roll_vel = float(np.clip(self._roll_vel + g.normal(0.0, cfg.roll_vel_std * s), -cfg.roll_max_vel * s, cfg.roll_max_vel * s))
-        xi[-2] = np.clip(xi[-2] + self._roll_vel, lo[-2], hi[-2])
+        st.roll_vel = float(np.clip(st.roll_vel + g.normal(0.0, cfg.roll_vel_std * s), -cfg.roll_max_vel * s,
+                                    cfg.roll_max_vel * s))
+        xi[-2] = np.clip(xi[-2] + st.roll_vel, lo[-2], hi[-2])
 
     # -- rendering ----------------------------------------------------------------------------------
     def _write_colors(self, xi: np.ndarray) -> None:

@@ -19,10 +19,14 @@ taken with a_t, as LeRobot's `next.*` columns):
 An episode has `steps` frames, fewer if the task ends first (cheetah: 1000 control steps).
 fps = 1 / the task's control timestep (cheetah: 100).
 
-Paired xi_alt: drawn independently at every frame from the env's own reset distribution, with a
-per-episode RNG: uniform in the env's xi box (`xi_low`, `xi_high`) in drift mode; in discrete mode a
-uniformly drawn configuration of `env.configs` other than the current one (so xi_alt != xi always).
-It is stored as float32 and rendered from exactly those float32 values.
+Paired xi_alt: its own exogenous trajectory, run alongside the env's with the same dynamics
+(`DistractingControl.new_stream` / `advance`, a per-episode RNG): in drift mode an independent reset
+draw (uniform in the xi box, velocities 0) that then drifts exactly as the env's xi does; in discrete
+mode a configuration other than the env's at t = 0 that then switches w.p. p_switch. So a window
+(t, t+k) of the paired render, (xi~_t, xi~_t+k), follows the exogenous dynamics T_xi as (xi_t, xi_t+k)
+does (Def. 4.5: xi~ != xi, xi~' ~ T_xi(.|xi~)), and L_X-exo and the consistency metric see paired
+transitions distributed like the data's. xi_alt is stored as float32 and rendered from exactly
+those float32 values.
 
 Seeds: episode e uses s_e = `seeding.control_episode(seed, e)` alone: `env.reset(s_e)` (the env adds
 its own cfg.seed) and two generators spawned from SeedSequence(s_e): key 0 the policy's rng, key 1
@@ -133,14 +137,6 @@ def _features(env: DistractingControl, state_dim: int, action_dim: int, paired: 
     return feats
 
 
-def _draw_alt(env: DistractingControl, g: np.random.Generator) -> np.ndarray:
-    """xi_alt from the env's reset distribution (discrete: another configuration than the current)."""
-    if env.configs is not None:
-        j = int(g.integers(len(env.configs) - 1))
-        return env.configs[j + (j >= env.xi_index)].astype(np.float32)
-    return (env.xi_low + (env.xi_high - env.xi_low) * g.random(env.xi_dim)).astype(np.float32)
-
-
 def rollout(env: DistractingControl, policy, seed: int, episode: int, steps: int, paired: bool = True) -> dict:
     """One episode's arrays {feature key: [T, ...]} (see the module doc); a function of its arguments."""
     s = seeding.control_episode(seed, episode)
@@ -148,6 +144,7 @@ def rollout(env: DistractingControl, policy, seed: int, episode: int, steps: int
     spec = env.action_spec()
     lo, hi = np.asarray(spec.minimum, np.float32), np.asarray(spec.maximum, np.float32)
     out = env.reset(s)
+    alt = env.new_stream(g_alt, avoid=env.xi_index if env.configs is not None else None) if paired else None
     cols = {k: [] for k in ("observation.image", "observation.image_alt", "observation.state", "action",
                             "next.reward", "next.done", "xi", "xi_alt")}
     for t in range(steps):
@@ -156,15 +153,17 @@ def rollout(env: DistractingControl, policy, seed: int, episode: int, steps: int
         cols["observation.state"].append(state.astype(np.float32))
         cols["xi"].append(out["xi"].astype(np.float32))
         if paired:
-            alt = _draw_alt(env, g_alt)
-            cols["observation.image_alt"].append(env.render(alt.astype(np.float64)))
-            cols["xi_alt"].append(alt)
+            xi_alt = alt.xi.astype(np.float32)
+            cols["observation.image_alt"].append(env.render(xi_alt.astype(np.float64)))
+            cols["xi_alt"].append(xi_alt)
         action = np.asarray(policy(state.copy(), g_policy), dtype=np.float32).reshape(-1)
         if action.shape != lo.shape or not np.all(np.isfinite(action)):
             raise ConfigError(f"episode {episode} step {t}: the policy returned an action of shape "
                               f"{tuple(action.shape)} (finite, shape {tuple(lo.shape)} expected)")
         action = np.clip(action, lo, hi)
         out = env.step(action)
+        if paired:
+            env.advance(alt, g_alt)
         cols["action"].append(action)
         cols["next.reward"].append(np.float32(out["reward"]))
         cols["next.done"].append(bool(out["done"]))
