@@ -23,13 +23,17 @@ from pathlib import Path
 from exolam.errors import ConfigError
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary name, then rename; a failed write leaves neither file (ConfigError, path named)."""
+def atomic_write(path: Path, data, fix: str = "choose another --out") -> None:
+    """Write `data` (str, bytes, or a callable writing into a binary file object, e.g. np.save) to a
+    temporary name, fsync, then rename; a failed write leaves neither file (ConfigError naming the path)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,7 +41,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError):
-            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); choose another --out") from None
+            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); {fix}") from None
         raise
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -100,18 +99,7 @@ def encode_episode(encoder, ds: LeRobotDataset, camera: str, episode: int, image
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); choose another out_dir") from None
-        raise
+    atomic_write(path, lambda f: np.save(f, array), fix="choose another out_dir")
 
 
 def _done(path: Path, length: int, shape: tuple, dtype: str) -> bool:

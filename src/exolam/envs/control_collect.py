@@ -173,18 +173,7 @@ def rollout(env: DistractingControl, policy, seed: int, episode: int, steps: int
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); choose another --out") from None
-        raise
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _load_npz(path: Path, keys) -> dict:
