@@ -45,6 +45,24 @@ def atomic_write(path: Path, data, fix: str = "choose another --out") -> None:
         raise
 
 
+def atomic_dir(path: Path, build, fix: str = "choose another --out") -> None:
+    """Build a folder with `build(tmp)` under a temporary sibling name, then rename it to `path` (absent or
+    an empty folder): the folder is whole or absent; a failed build leaves nothing (ConfigError on OSError)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise ConfigError(f"{path}: cannot write ({e.strerror or e}); {fix}") from None
+        raise
+
+
 def read_json(path: Path, fix: str) -> dict:
     """A JSON object file of ours; missing, unreadable or malformed -> ConfigError naming it and `fix`."""
     try:

@@ -49,6 +49,8 @@ import json
 import os
 from pathlib import Path
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,8 +92,7 @@ class Encoder(nn.Module):
         self.name, self.frozen, self.fingerprint = name, frozen, fingerprint
         self._shapes: dict[tuple[int, int, int], tuple[int, ...]] = {}
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    encode: Callable[[torch.Tensor], torch.Tensor]  # each subclass defines it: [0, 1] frames -> features
 
     def freeze(self) -> "Encoder":
         """Frozen: no gradients, eval mode for good (BN statistics and dropout fixed)."""

@@ -32,8 +32,6 @@ no if r <= 0.1 and g < 0.3 dB; partly otherwise. Without paired views: undecided
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,6 +43,7 @@ from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.metrics.pixel import _evaluating, codebook_usage, consistency_loss, probe_accuracy, swap_psnr
+from exolam.runio import atomic_dir
 from exolam.tools.fields import ACTION, LABEL, alt_key, camera_key
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
@@ -371,17 +370,10 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         "saliency": sal,
     }
     results["verdict"] = verdict(paired, results["fdm_uses_z"], results["z_uses_next"])
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:  # everything into a temporary sibling, then one rename: a report is whole or absent
-        shutil.rmtree(tmp, ignore_errors=True)
+    def build(tmp: Path) -> None:  # everything into a temporary sibling, then one rename
         tmp.mkdir(parents=True)
         write_report(tmp, results, maps)
-        out.rmdir() if out.exists() else None  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"--out {out}: cannot write ({e.strerror or e}); choose another --out") from None
-        raise
+
+    atomic_dir(out, build)
     log(f"[diagnose] {results['verdict']['text']}")
     return results

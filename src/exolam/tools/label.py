@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import VERSION, _arrow, _Stats
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write
+from exolam.runio import atomic_dir, atomic_write
 from exolam.tools.fields import camera_key
 from exolam.tools.train import checkpoint_input, frame_shape
 from exolam.train import checkpoint
@@ -109,17 +108,11 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {data} "
         f"-> {out}")
     z, valid, codes = latent_actions(lam, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
+    def build(tmp: Path) -> None:
         _write_copy(ds, tmp, z, valid, codes, provenance)
         open_dataset(tmp).validate()
-        os.replace(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"--out = {out}: cannot write ({e.strerror or e})") from None
-        raise
+
+    atomic_dir(out, build)
     return out
 
 
