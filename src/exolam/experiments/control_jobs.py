@@ -104,8 +104,8 @@ class ControlTask:
 
 
 def _fit(task: ControlTask, model, objective, source, train: TrainConfig, ckpt: Path, name: str, hooks=()) -> float:
-    spec = {"stage": name, "model": to_jsonable(getattr(model, "cfg", None)), "objective": str(getattr(
-        objective, "spec", type(objective).__name__)), "data": source.spec(),
+    spec = {"stage": name, "model": to_jsonable(getattr(model, "cfg", None)),
+            "objective": format_objective(objective.terms), "data": source.spec(),
             "train": {k: v for k, v in to_jsonable(train).items() if k not in ("save_every", "log_every")},
             "seed": task.seed, "device": torch.device(task.device).type}
     fabric = engine.make_fabric(train, task.device)
@@ -128,7 +128,6 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
     torch.manual_seed(task.seed)
     lam = LapoLAM(dataclasses.replace(task.model, encoder=encoder, frame=task.env.image_size))
     objective = Objective(objective_text, lam.d_z, {"action": 6, "flow": flow_dim()})
-    objective.spec = objective_text
     source = _source(task, fields, range(task.n_train), task.train, labelled_episodes=labelled,
                      flow="robust-flow" in terms)
     loss = _fit(task, lam, objective, source, task.train, task.folder(root, "lam", shared=labelled is None), "lam",
