@@ -186,3 +186,17 @@ def test_episode_end_needs_reset(env):
     with pytest.raises(ConfigError, match="seed"):
         env.reset(-1)
     env.reset(0)
+
+
+def test_load_task_drops_only_the_settotalmass_warning(caplog):
+    """dm_control logs MuJoCo's `settotalmass` deprecation at every cheetah load; that one record is
+    dropped, any other absl warning still reaches the log."""
+    import logging
+
+    from exolam.envs.control import load_task
+
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        load_task("cheetah", "run", seed=0)
+        logging.getLogger("absl").warning("another warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["another warning"]

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import ctypes.util
 import dataclasses
+import logging
 import math
 import os
 import subprocess
@@ -198,6 +199,33 @@ class XiStream:
     index: int = -1
 
 
+class _SkipTotalmassWarning(logging.Filter):
+    """dm_control's cheetah.xml uses `<compiler settotalmass>`, which MuJoCo 3 deprecates; dm_control logs
+    MuJoCo's warning through absl at every load, so each collection worker and evaluation env printed it.
+    It is not ours to act on (the pinned dm_control ships the XML); every other absl record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "settotalmass" not in record.getMessage()
+
+
+def check_task(domain: str, task: str, field: str = "domain/task") -> None:
+    from dm_control import suite
+
+    if (domain, task) not in suite.ALL_TASKS:
+        raise ConfigError(f"{field} = {domain}-{task} is not a dm_control suite task")
+
+
+def load_task(domain: str, task: str, seed: int, field: str = "domain/task"):
+    """`dm_control.suite.load(domain, task)` with task seed `seed`; an unknown task is refused naming `field`."""
+    from dm_control import suite
+
+    check_task(domain, task, field)
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _SkipTotalmassWarning) for f in absl.filters):
+        absl.addFilter(_SkipTotalmassWarning())
+    return suite.load(domain, task, task_kwargs={"random": seed})
+
+
 class DistractingControl:
     """dm_control task whose frames render under the exogenous state xi (layout in the module doc).
 
@@ -210,11 +238,8 @@ class DistractingControl:
         self.cfg = cfg.validate()
         ensure_gl()
         import mujoco
-        from dm_control import suite
 
-        if (cfg.domain, cfg.task) not in suite.ALL_TASKS:
-            raise ConfigError(f"env.domain/task = {cfg.domain}-{cfg.task} is not a dm_control suite task")
-        self._env = suite.load(cfg.domain, cfg.task, task_kwargs={"random": 0})
+        self._env = load_task(cfg.domain, cfg.task, seed=0, field="env.domain/task")
         self.physics = self._env.physics
         m = self.physics.model.ptr
         if cfg.camera_id >= m.ncam:

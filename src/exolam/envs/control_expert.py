@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from exolam.envs.control import check_task, load_task
 from exolam.errors import ConfigError, check_positive_int
 from exolam.runio import atomic_write, read_json
 
@@ -68,10 +69,7 @@ class ExpertConfig:
             raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
         if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) or self.learning_starts < 0:
             raise ConfigError(f"learning_starts = {self.learning_starts!r} must be an integer >= 0")
-        from dm_control import suite
-
-        if (self.domain, self.task) not in suite.ALL_TASKS:
-            raise ConfigError(f"domain/task = {self.domain}-{self.task} is not a dm_control suite task")
+        check_task(self.domain, self.task)
         return self
 
 
@@ -84,13 +82,12 @@ def make_state_env(domain: str, task: str, seed: int):
     """gymnasium view of a dm_control task on its flat state: truncated (never terminated) at the
     task's time limit, so SB3 bootstraps through it."""
     import gymnasium
-    from dm_control import suite
 
     class StateEnv(gymnasium.Env):
         metadata = {"render_modes": []}
 
         def __init__(self):
-            self._env = suite.load(domain, task, task_kwargs={"random": seed})
+            self._env = load_task(domain, task, seed)
             dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
             spec = self._env.action_spec()
             self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
@@ -155,9 +152,7 @@ def _export(model, algo: str, vecnorm) -> Expert:
 
 def evaluate(expert, domain: str, task: str, episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of `expert` over `episodes` episodes (reset seeds seed*10007 + e)."""
-    from dm_control import suite
-
-    env = suite.load(domain, task, task_kwargs={"random": 0})
+    env = load_task(domain, task, seed=0)
     out = []
     for e in range(episodes):
         env.task.random.seed(10_007 * seed + e)
