@@ -193,7 +193,7 @@ def test_load_task_drops_only_the_settotalmass_warning(caplog):
     dropped, any other absl warning still reaches the log."""
     import logging
 
-    from exolam.envs.control import load_task
+    from exolam.envs.suite import load_task
 
     with caplog.at_level(logging.WARNING, logger="absl"):
         load_task("cheetah", "run", seed=0)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import ctypes.util
 import dataclasses
-import logging
 import math
 import os
 import subprocess
@@ -56,6 +55,7 @@ import sys
 
 import numpy as np
 
+from exolam.envs.suite import load_task
 from exolam.errors import ConfigError, check_positive_int, check_range
 
 MODES = ("drift", "discrete")
@@ -197,33 +197,6 @@ class XiStream:
     cam_vel: np.ndarray
     roll_vel: float = 0.0
     index: int = -1
-
-
-class _SkipTotalmassWarning(logging.Filter):
-    """dm_control's cheetah.xml uses `<compiler settotalmass>`, which MuJoCo 3 deprecates; dm_control logs
-    MuJoCo's warning through absl at every load, so each collection worker and evaluation env printed it.
-    It is not ours to act on (the pinned dm_control ships the XML); every other absl record passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "settotalmass" not in record.getMessage()
-
-
-def check_task(domain: str, task: str, field: str = "domain/task") -> None:
-    from dm_control import suite
-
-    if (domain, task) not in suite.ALL_TASKS:
-        raise ConfigError(f"{field} = {domain}-{task} is not a dm_control suite task")
-
-
-def load_task(domain: str, task: str, seed: int, field: str = "domain/task"):
-    """`dm_control.suite.load(domain, task)` with task seed `seed`; an unknown task is refused naming `field`."""
-    from dm_control import suite
-
-    check_task(domain, task, field)
-    absl = logging.getLogger("absl")
-    if not any(isinstance(f, _SkipTotalmassWarning) for f in absl.filters):
-        absl.addFilter(_SkipTotalmassWarning())
-    return suite.load(domain, task, task_kwargs={"random": seed})
 
 
 class DistractingControl:

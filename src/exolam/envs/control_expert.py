@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exolam.envs.control import check_task, load_task
+from exolam.envs.suite import check_task, load_task
 from exolam.errors import ConfigError, check_positive_int
 from exolam.runio import atomic_write, read_json
 
