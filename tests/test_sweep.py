@@ -66,3 +66,18 @@ def test_a_sweep_resumes_on_another_device_but_not_under_another_config(tmp_path
     RunDir(tmp_path, "gridworld").check({**cfg, "device": "cuda", "train": {**cfg["train"], "devices": 4}})
     with pytest.raises(ConfigError, match="different config.json"):
         run.check({**cfg, "train": {**cfg["train"], "steps": 600}})
+
+
+def test_staged_npz_round_trip_and_a_damaged_file_is_one_line(tmp_path):
+    import numpy as np
+
+    from exolam.runio import load_npz, save_npz
+
+    path = tmp_path / "ep.npz"
+    save_npz(path, {"a": np.arange(6.0).reshape(3, 2), "task": "push"})
+    back = load_npz(path, ["a", "task"], "stage it again")
+    assert np.array_equal(back["a"], np.arange(6.0).reshape(3, 2)) and str(back["task"]) == "push"
+    assert [p.name for p in tmp_path.iterdir()] == ["ep.npz"]  # no temporary left
+    path.write_bytes(path.read_bytes()[:40])  # truncated, as a kill outside the atomic write leaves it
+    with pytest.raises(ConfigError, match="ep.npz: cannot be read .*rerun to stage it again"):
+        load_npz(path, ["a"], "stage it again")

@@ -45,6 +45,27 @@ def atomic_write(path: Path, data, fix: str = "choose another --out") -> None:
         raise
 
 
+def save_npz(path: Path, arrays: dict, fix: str = "choose another --out") -> None:
+    """A dict of arrays as one compressed .npz, written atomically (`atomic_write`): a staged episode."""
+    import numpy as np
+
+    atomic_write(path, lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}), fix)
+
+
+def load_npz(path: Path, keys, redo: str) -> dict:
+    """The arrays `keys` of a `save_npz` file; a damaged or foreign file is one ConfigError line saying
+    to delete it and rerun to `redo`."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: cannot be read ({type(e).__name__}); delete it and rerun to {redo}") from None
+
+
 def atomic_dir(path: Path, build, fix: str = "choose another --out") -> None:
     """Build a folder with `build(tmp)` under a temporary sibling name, then rename it to `path` (absent or
     an empty folder): the folder is whole or absent; a failed build leaves nothing (ConfigError on OSError)."""

@@ -25,14 +25,13 @@ import dataclasses
 import json
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, read_json
+from exolam.runio import atomic_write, load_npz, read_json, save_npz
 
 KINDS = ("mp4", "npz", "hdf5", "lerobot-v21")
 LAYOUTS = ("robomimic", "laom")
@@ -235,14 +234,15 @@ def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *,
         todo = [i for i in range(n) if not (staging / _name(i)).exists()]
         bar = _bar(n, n - len(todo), f"import {kind}", progress)
         for i in todo:
-            _save(staging / _name(i), source.episode(i))
+            save_npz(staging / _name(i), source.episode(i))
             bar and bar.update()
         bar and bar.close()
         bar = _bar(n, 0, "write v3.0", progress)
 
         def staged():
             for i in range(n):
-                yield _load(staging / _name(i), list(source.features))
+                ep = load_npz(staging / _name(i), [*source.features, "task"], "stage it again")
+                yield {**ep, "task": str(ep["task"])}
                 bar and bar.update()
 
         write_dataset(out, staged(), source.features, source.fps, codec=opts.codec, robot_type=source.robot_type)
@@ -275,19 +275,6 @@ def _check_spec(path: Path, want: dict, what: str) -> None:
     if diff:
         raise ConfigError(f"{path}: {what} with {'; '.join(diff)}; use another --out or remove "
                           f"{path.parent if path.name == SPEC else path.parent.parent}")
-
-
-def _save(path: Path, arrays: dict) -> None:
-    atomic_write(path, lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
-
-
-def _load(path: Path, keys) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {**{k: z[k] for k in keys}, "task": str(z["task"])}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ConfigError(f"{path}: cannot be read ({type(e).__name__}); delete it and rerun to stage it "
-                          "again") from None
 
 
 def _finish(staging: Path, done: Path, spec: dict, out: Path) -> None:

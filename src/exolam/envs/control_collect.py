@@ -59,7 +59,7 @@ from exolam.data import video
 from exolam.data.lerobot_write import write_dataset
 from exolam.envs.control import ControlConfig, DistractingControl
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, read_json
+from exolam.runio import atomic_write, load_npz, read_json, save_npz
 
 STAGING, DATASET, DONE, SPEC = ".staging", "dataset", "collect.json", "spec.json"
 FORMAT = 1
@@ -172,19 +172,6 @@ def rollout(env: DistractingControl, policy, seed: int, episode: int, steps: int
     return {k: np.stack(v) for k, v in cols.items() if v}
 
 
-def _save_npz(path: Path, arrays: dict) -> None:
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def _load_npz(path: Path, keys) -> dict:
-    try:
-        with np.load(path) as z:
-            return {k: z[k] for k in keys}
-    except (OSError, ValueError, KeyError, EOFError) as e:  # not ours or damaged outside collect
-        raise ConfigError(f"{path}: cannot be read ({type(e).__name__}); delete it and rerun to re-collect "
-                          f"it") from None
-
-
 def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: int, codec: str = "h264",
             paired: bool = True, *, limit: int | None = None, jobs: int = 1) -> Path:
     """Collect `episodes` episodes of at most `steps` frames into `out/dataset`; returns its path.
@@ -247,7 +234,7 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
     env = DistractingControl(cfg)
     try:
         for e in todo:
-            _save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
+            save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
         if limit is not None and limit < episodes:
             return staging
         out0 = env.reset(seeding.control_episode(seed, 0))
@@ -256,7 +243,7 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
     finally:
         env.close()
     keys = list(feats)
-    write_dataset(dataset, (_load_npz(staging / staged_name(e), keys) for e in range(episodes)), feats, fps,
+    write_dataset(dataset, (load_npz(staging / staged_name(e), keys, "re-collect it") for e in range(episodes)), feats, fps,
                   codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
     _finish(staging, done, spec, episodes)
     return dataset
@@ -270,7 +257,7 @@ def _stage(cfg: ControlConfig, policy, staging: Path, todo: list[int], seed: int
     env = DistractingControl(cfg)
     try:
         for e in todo:
-            _save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
+            save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
     finally:
         env.close()
 

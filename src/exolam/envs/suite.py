@@ -17,6 +17,9 @@ class _SkipTotalmassWarning(logging.Filter):
         return "settotalmass" not in record.getMessage()
 
 
+_SKIP_TOTALMASS = _SkipTotalmassWarning()
+
+
 def check_task(domain: str, task: str, field: str = "domain/task") -> None:
     from dm_control import suite
 
@@ -29,7 +32,5 @@ def load_task(domain: str, task: str, seed: int, field: str = "domain/task"):
     from dm_control import suite
 
     check_task(domain, task, field)
-    absl = logging.getLogger("absl")
-    if not any(isinstance(f, _SkipTotalmassWarning) for f in absl.filters):
-        absl.addFilter(_SkipTotalmassWarning())
+    logging.getLogger("absl").addFilter(_SKIP_TOTALMASS)  # a no-op once added (logging.Filterer)
     return suite.load(domain, task, task_kwargs={"random": seed})

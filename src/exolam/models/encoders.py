@@ -48,7 +48,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
 from typing import Callable
 
 import torch

@@ -370,6 +370,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         "saliency": sal,
     }
     results["verdict"] = verdict(paired, results["fdm_uses_z"], results["z_uses_next"])
+
     def build(tmp: Path) -> None:  # everything into a temporary sibling, then one rename
         tmp.mkdir(parents=True)
         write_report(tmp, results, maps)

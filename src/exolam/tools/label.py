@@ -108,6 +108,7 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {data} "
         f"-> {out}")
     z, valid, codes = latent_actions(lam, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
+
     def build(tmp: Path) -> None:
         _write_copy(ds, tmp, z, valid, codes, provenance)
         open_dataset(tmp).validate()

@@ -11,13 +11,11 @@ cfg = control.cpu_config()
 [task] = [t for t in control.tasks(cfg, "docs/results/control-cpu/control/data/dataset", cfg.episodes)
           if t.method == "lam" and t.seed == 0]
 w = _windows(task, range(task.n_train, task.n_episodes), 1024, 0)
-o, o2, a, a2 = w.o, w.o_next, w.o_alt, w.o_next_alt
-y = optical_flow(o, o2).flatten(1)  # as WindowDataset(flow=True) computes the target
-yt = optical_flow(a, a2).flatten(1)
+y = optical_flow(w.o, w.o_next).flatten(1)  # as WindowDataset(flow=True) computes the target
+y_alt = optical_flow(w.o_alt, w.o_next_alt).flatten(1)  # the same physics under the paired xi
 var = ((y - y.mean(0)) ** 2).sum(1).mean()
-print("flow eta_rel", float(((y - yt) ** 2).sum(1).mean() / var))
-act = w.a.float()
-# how much of the flow does the action explain? linear R^2 of y on (a, s)
-X = torch.cat([act, w.s.float(), torch.ones(len(act), 1)], 1)
-coef = torch.linalg.lstsq(X, y).solution
-print("flow explained by (a, s) linearly: R2", float(1 - ((X @ coef - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()))
+print("flow eta_rel", float(((y - y_alt) ** 2).sum(1).mean() / var))
+# how much of the flow do the action and state explain? linear R^2 of y on (a, s)
+X = torch.cat([w.a.float(), w.s.float(), torch.ones(len(y), 1)], 1)
+resid = X @ torch.linalg.lstsq(X, y).solution - y
+print("flow explained by (a, s) linearly: R2", float(1 - (resid ** 2).sum(1).mean() / var))
