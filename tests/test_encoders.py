@@ -286,3 +286,14 @@ def test_diagnose_needs_paired_views(tmp_path):
     for argv in (base[2:] + ["--out", "x"], base + ["--out", "o", "--bogus", "1"], base + ["--out", "o", "--out", "p"]):
         with pytest.raises(ConfigError):
             diagnose_encoder_command(argv)
+
+
+def test_diagnose_target_flow_on_control(paired, tmp_path):
+    """cheetah-run under colour and camera drift: flow is measured (32 px), state-conditioned probes exist."""
+    from exolam.tools.diagnose_target import diagnose_target
+
+    res = diagnose_target(["flow", "action"], paired, tmp_path / "t", max_windows=12)
+    flow, action = res["targets"]
+    assert flow["dim"] == 128 and 0 < flow["eta"]["relative"] < 3  # 2 x 8 x 8, DIS (data/flow.py)
+    assert action["eta"]["mean"] == 0 and res["ranking"] == ["action", "flow"]
+    assert res["data"]["state"] == "observation.state" and flow["nmse_given_s"] is not None

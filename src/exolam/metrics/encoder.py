@@ -26,6 +26,9 @@ under two exogenous states xi, xi~ (`Transitions.o_alt`, `o_next_alt`).
       mse       E||z - z~||^2                                    (as `pixel.consistency_loss`, Fig. 5b)
       relative  E||z - z~||^2 / E||z - mean z||^2   0: z is the same under both exogenous states;
                 ~2: z~ independent of z with the same law (E||z - z~||^2 = 2 tr Cov z); scale-free.
+- `target_robustness(y, y~)`  a prediction target y(o, o') against y(o~, o~') (Def. 4.7, Eq. 18):
+      mean, max, relative as `z_consistency`'s mse and relative, plus the sample sup (max); the
+      number `exolam diagnose target` ranks candidate targets of L_xi-robust (Eq. 19) by.
 
 The derangement pi is one random cycle through the batch (a fixed seed), so consecutive frames of a
 trajectory, which barely differ, are not the pairs that set the scale.
@@ -117,6 +120,21 @@ def z_consistency(lam, batch: Transitions, chunk: int = 256) -> dict[str, float]
     with _evaluating(lam):
         z = _apply(lam.encode, (batch.o, batch.o_next), chunk)
         z_alt = _apply(lam.encode, (batch.o_alt, batch.o_next_alt), chunk)
-    mse = float((z - z_alt).pow(2).sum(1).mean())
-    spread = float((z - z.mean(0)).pow(2).sum(1).mean())
-    return {"mse": mse, "relative": _ratio(mse, spread)}
+    pair = target_robustness(z, z_alt)
+    return {"mse": pair["mean"], "relative": pair["relative"]}
+
+
+def target_robustness(y: torch.Tensor, y_alt: torch.Tensor) -> dict[str, float]:
+    """eta of Def. 4.7 (Eq. 18) on paired windows: {"mean", "max", "relative"}.
+
+    y, y_alt [B, ...]: a target y(o, o') and y(o~, o~') of the same state pair (s, s') under another
+    exogenous trajectory. mean = E||y - y~||^2 (the expectation the proof of Prop. 4.8 bounds by eta,
+    App. A.3); max = the sample sup, a lower bound of eta; relative = mean / E||y - E y||^2, scale-free:
+    0 when y ignores xi (an action label), ~2 when y~ is independent of y with the same law. A
+    continuous z is a target of its own IDM, so `z_consistency` is this function on (z, z~).
+    """
+    _check_pair("target_robustness", y, y_alt, "y", "y_alt")
+    y, y_alt = y.detach().double().cpu().flatten(1), y_alt.detach().double().cpu().flatten(1)
+    d = (y - y_alt).pow(2).sum(1)
+    spread = float((y - y.mean(0)).pow(2).sum(1).mean())
+    return {"mean": float(d.mean()), "max": float(d.max()), "relative": _ratio(float(d.mean()), spread)}

@@ -81,7 +81,7 @@ def _prepare_out(out_dir) -> Path:
     return out
 
 
-def _select(wd: WindowDataset, max_windows: int, test_fraction: float, seed: int):
+def select_windows(wd: WindowDataset, max_windows: int, test_fraction: float, seed: int):
     """Up to max_windows windows drawn uniformly; (train, test) index lists split by episode."""
     g = torch.Generator().manual_seed(seed)
     idx = sorted(torch.randperm(len(wd), generator=g)[:max_windows].tolist())
@@ -333,7 +333,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     if STATE in ds.numeric_keys:
         fields["s"] = STATE  # carried in the `s` slot of Transitions: the o of NMSE(a | z, o)
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
-    train, test, split = _select(wd, max_windows, test_fraction, seed)
+    train, test, split = select_windows(wd, max_windows, test_fraction, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
     tr, te = list(range(len(train))), list(range(len(train), len(idx)))

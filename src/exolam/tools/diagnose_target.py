@@ -1,0 +1,184 @@
+"""`exolam diagnose target`: how exogenous-robust a prediction target y(o, o') is, before training (Def. 4.7).
+
+Def. 4.7 calls y eta-robust when ||y(o, o') - y(o~, o~')||^2 <= eta for one state pair (s, s') seen
+under two exogenous trajectories: o = h(s, xi), o' = h(s', xi'), o~ = h(s, xi~), o~' = h(s', xi~').
+Prop. 4.8 bounds the mismatch of z across exogenous states by L_xi-robust (Eq. 19) and eta, so adding
+lambda L_xi-robust makes z consistent only as far as y itself ignores xi, and helps only if y also
+carries the action. Both are measured on paired data (the camera KEY and KEY_alt: the same physics
+under the paired view's own xi trajectory, as `exolam control collect` writes), on up to
+`max_windows` windows (o_t, o_{t+k}) drawn as `exolam diagnose` draws them (data/windows.py, split by
+episode in halves for the probes):
+
+- eta: `metrics.encoder.target_robustness(y, y~)`, on all drawn windows: mean = E||y - y~||^2, max =
+  the sample sup of Eq. (18) (a lower bound of eta), relative = mean / E||y - E y||^2 (0: y ignores
+  xi, as an action label does; ~2: y~ is independent of y). Rank targets by `relative`: raw eta scales
+  with y's dimension and units.
+- nmse_from_a: held-out NMSE of the affine probe a -> y (0: the action determines y linearly; ~1: y
+  says nothing about a). A constant target has eta 0 and teaches nothing: relative is n/a for it.
+- nmse_given_s: NMSE(y | a, s) = what a adds to the prediction of y beyond the state s
+  (`metrics.latent.probe_nmse_given_o`; where the data stores `observation.state`). 1: nothing.
+
+Targets (TARGETS); each needs only the frames, except `action`:
+  action      the dataset's `action` at t (one-hot for a discrete index): eta = 0 by construction
+  flow        DIS optical flow of (o, o'), area-averaged to 8 x 8 (data/flow.py): the `robust-flow` target
+  frame-diff  o' - o, per pixel
+  next-frame  o', per pixel: what the FDM of L_LAM reconstructs (Eq. 3)
+
+Writes R/target.json and R/target.md at once (a temporary folder renamed into place); an occupied R
+is refused before anything is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from exolam.cliargs import Flag, check
+from exolam.data.flow import DIS_MIN_SIDE, optical_flow
+from exolam.data.lerobot import open_dataset
+from exolam.data.windows import WindowDataset, collate
+from exolam.errors import ConfigError, check_positive_int
+from exolam.metrics.encoder import target_robustness
+from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
+from exolam.runio import atomic_dir
+from exolam.tools.diagnose import STATE, _prepare_out, frame_shape, select_windows
+from exolam.tools.diagnose_encoder import _g, _jsonable
+from exolam.tools.fields import ACTION, alt_key, camera_key
+
+TARGETS = ("action", "flow", "frame-diff", "next-frame")
+PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
+USAGE = ("usage: exolam diagnose target --target T [T ...] --data D --out R [--camera KEY] [--image-size N] "
+         "[--frame-gap k] [--max-windows N] [--seed S]\n  T: " + " | ".join(TARGETS))
+FLAGS = {"--target": Flag("target", tuple[str, ...], config=False), "--data": Flag("data", str, config=False),
+         "--out": Flag("out", str, config=False), "--camera": Flag("camera", str, config=False),
+         "--image-size": Flag("image_size", int, config=False), "--frame-gap": Flag("frame_gap", int, config=False),
+         "--max-windows": Flag("max_windows", int, config=False), "--seed": Flag("seed", int, config=False)}
+
+
+def _as_features(a: torch.Tensor) -> torch.Tensor:
+    """Actions as regressors/targets [B, d]: a discrete index [B] becomes one-hot, anything else flat float."""
+    if a.dim() == 1 and not a.dtype.is_floating_point:
+        return F.one_hot(a.long(), int(a.max()) + 1).float()
+    return a.reshape(len(a), -1).float()
+
+
+def target_pair(name: str, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y(o, o'), y(o~, o~')) [B, d_y] of target `name` on a batch with the paired views."""
+    if name == "action":
+        y = _as_features(batch.a)
+        return y, y  # the action of a transition is the same whatever the exogenous state
+    if name == "flow":
+        return optical_flow(batch.o, batch.o_next).flatten(1), optical_flow(batch.o_alt, batch.o_next_alt).flatten(1)
+    if name == "frame-diff":
+        return (batch.o_next - batch.o).flatten(1), (batch.o_next_alt - batch.o_alt).flatten(1)
+    return batch.o_next.flatten(1), batch.o_next_alt.flatten(1)  # next-frame
+
+
+def measure(name: str, batch, train: list[int], test: list[int]) -> dict:
+    """eta (Def. 4.7) of one target on all windows; probes of y from a (and s) fitted on train, scored on test."""
+    y, y_alt = target_pair(name, batch)
+    row = {"target": name, "dim": int(y.shape[1]), "eta": target_robustness(y, y_alt),
+           "nmse_from_a": None, "nmse_given_s": None}
+    if batch.a is not None and test:
+        a = _as_features(batch.a)
+        row["nmse_from_a"] = probe_nmse(a[train], y[train], a[test], y[test])
+        if batch.s is not None:
+            s = batch.s.reshape(len(batch.s), -1).float()
+            row["nmse_given_s"] = probe_nmse_given_o(a[train], s[train], y[train], a[test], s[test], y[test])
+    return row
+
+
+def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, image_size: int | None = None,
+                    frame_gap: int = 1, max_windows: int = 1024, seed: int = 0) -> dict:
+    """Measure eta and the action probes of each target in `targets`; write R/target.{json,md}; return the dict."""
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    for t in targets:
+        if t not in TARGETS:
+            raise ConfigError(f"--target = {t!r} is not one of: {', '.join(TARGETS)}")
+    if not targets or len(set(targets)) != len(targets):
+        raise ConfigError(f"--target: give each target once (got {targets})")
+    check_positive_int("--max-windows", max_windows)
+    out = _prepare_out(out_dir)
+    ds = open_dataset(data_root)
+    camera = camera_key(ds, camera)
+    alt = alt_key(camera)
+    if alt not in ds.features:
+        raise ConfigError(f"diagnose target needs paired views, but {ds.root} has no '{alt}' feature (the same "
+                          f"states under another exogenous trajectory, as `exolam control collect` writes)")
+    side = min(frame_shape(ds, camera, image_size)[1:])
+    if "flow" in targets and side < DIS_MIN_SIDE:
+        raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
+                          f"{ds.root} gives {side} px (resize with --image-size)")
+    fields = {"o": camera, "o_alt": alt}
+    if ACTION in ds.numeric_keys:
+        fields["a"] = ACTION
+    elif "action" in targets:
+        raise ConfigError(f"--target action: {ds.root} has no '{ACTION}' feature (action-free video)")
+    if STATE in ds.numeric_keys:
+        fields["s"] = STATE
+    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
+    train, test, split = select_windows(wd, max_windows, 0.5, seed)
+    idx = train + test
+    batch = collate([wd[i] for i in idx])
+    n_train = len(train)
+    rows = [measure(t, batch, list(range(n_train)), list(range(n_train, len(idx)))) for t in targets]
+    rel = [r["eta"]["relative"] for r in rows]
+    ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
+    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt, "image_size": image_size,
+                       "frame_gap": frame_gap, "windows": len(idx), "probe_split": split,
+                       "frame_shape": list(batch.o.shape[1:]), "state": STATE if "s" in fields else None},
+              "targets": rows, "ranking": ranking, "meaning": PLAIN}
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        (tmp / "target.md").write_text(markdown(result))
+        (tmp / "target.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+
+    atomic_dir(out, build)
+    return result
+
+
+def markdown(result: dict) -> str:
+    """The short report: one row per target, most robust (lowest relative eta) first."""
+    d = result["data"]
+    lines = ["# Prediction-target robustness (Def. 4.7, Prop. 4.8)", "",
+             f"Data: `{d['root']}`, camera `{d['camera']}` paired with `{d['alt']}`, {d['windows']} windows "
+             f"(o_t, o_t+{d['frame_gap']}), frames {'x'.join(map(str, d['frame_shape']))}; probes split "
+             f"{d['probe_split']}.", "", f"**{PLAIN}.**", "",
+             "| rank | target | dims | relative eta | eta mean | eta max (sample sup) | NMSE(y from a) | "
+             "NMSE(y given a, s) |", "|---|---|---|---|---|---|---|---|"]
+    by_name = {r["target"]: r for r in result["targets"]}
+    for i, name in enumerate(result["ranking"], 1):
+        r = by_name[name]
+        e = r["eta"]
+        lines.append(f"| {i} | `{name}` | {r['dim']} | {_g(e['relative'])} | {_g(e['mean'])} | {_g(e['max'])} | "
+                     f"{_g(r['nmse_from_a'])} | {_g(r['nmse_given_s'])} |")
+    lines += ["", "relative eta = E||y(o, o') - y(o~, o~')||^2 / E||y - E y||^2 over paired windows: 0 = y ignores "
+              "the exogenous state, ~2 = y~ independent of y. NMSE(y from a): held-out affine probe a -> y (0: the "
+              "action determines y; ~1: y says nothing about it). NMSE(y given a, s): what a adds beyond the "
+              "state (1: nothing; n/a without `observation.state`). A good L_xi-robust target has both a low "
+              "relative eta and a low NMSE.", ""]
+    return "\n".join(lines)
+
+
+def diagnose_target_command(argv: list[str]) -> int:
+    """`exolam diagnose target ...` (USAGE); bad input raises ConfigError (the CLI prints one line, exit 2)."""
+    if not argv or "-h" in argv or "--help" in argv:
+        print(USAGE)
+        return 0 if argv else 2
+    given = {k: g.value for k, g in check(list(argv), FLAGS, "diagnose target", "exolam diagnose target").items()}
+    for need in ("target", "data", "out"):
+        if need not in given:
+            raise ConfigError(f"exolam diagnose target: --{need} is required ({USAGE.splitlines()[0]})")
+    result = diagnose_target(given["target"], given["data"], given["out"], given.get("camera"),
+                             image_size=given.get("image_size"), frame_gap=given.get("frame_gap", 1),
+                             max_windows=given.get("max_windows", 1024), seed=given.get("seed", 0))
+    for i, name in enumerate(result["ranking"], 1):
+        r = next(r for r in result["targets"] if r["target"] == name)
+        print(f"{i}. {name}: relative eta {_g(r['eta']['relative'])}, NMSE(y from a) {_g(r['nmse_from_a'])}")
+    print(f"wrote {Path(given['out']) / 'target.md'} ({PLAIN})")
+    return 0
