@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from exolam.data.fields import camera_key
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.runio import atomic_write, read_json
@@ -49,18 +50,6 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if tuple(images.shape[-2:]) == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def default_camera(ds: LeRobotDataset, camera: str | None) -> str:
-    """`camera` checked, or the first video feature that is not a paired `_alt` view (tools/fields.py)."""
-    keys = [k for k in ds.video_keys if not k.endswith("_alt")]
-    keys += [k for k in ds.numeric_keys if len(ds.features[k]["shape"]) == 3 and not k.endswith("_alt")
-             and 1 <= int(ds.features[k]["shape"][0]) <= 4]
-    if camera is None and keys:
-        return keys[0]
-    if camera not in keys:
-        raise ConfigError(f"--camera = {camera!r} is not a camera of {ds.root} (cameras: {', '.join(keys) or 'none'})")
-    return camera
 
 
 def episode_file(e: int) -> str:
@@ -132,7 +121,7 @@ def cache_features(encoder, dataset_root, camera: str | None, out_dir, image_siz
 
     encoder: an `exolam.models.encoders.Encoder` (e.g. `load_encoder("efficientnet-lite0")`; data/ does
     not import models/), i.e. a module with `name`, `fingerprint` and `out_shape_for(size, channels)`.
-    camera None = the dataset's first camera (tools/fields.py). Resumes an interrupted run; refuses a
+    camera None = the dataset's first camera (data/fields.py). Resumes an interrupted run; refuses a
     folder holding a cache of another spec. `log(msg)` (optional) gets one line per episode written.
     """
     if not all(hasattr(encoder, a) for a in ("name", "fingerprint", "out_shape_for")):
@@ -143,7 +132,7 @@ def cache_features(encoder, dataset_root, camera: str | None, out_dir, image_siz
     if dtype not in DTYPES:
         raise ConfigError(f"dtype = {dtype!r} must be one of {', '.join(DTYPES)}")
     ds = open_dataset(dataset_root)
-    camera = default_camera(ds, camera)
+    camera = camera_key(ds, camera)
     encoder = encoder.to(device)
     size = image_size or ds.video_shapes.get(camera, (None, None))[0] or int(ds.features[camera]["shape"][-1])
     channels = ds.video_shapes[camera][2] if camera in ds.video_keys else int(ds.features[camera]["shape"][0])

@@ -8,7 +8,7 @@ Remark 4.3 splits the exogenous energy of the next observation o' = f(I') as
 with h = f o render. The switching frequency belongs to the environment; the encoder acts only
 through delta_h, so an encoder with a lower delta_h sends less exogenous energy into the LAM (Eq. 14).
 Before training, on paired data (the camera `KEY` and `KEY_alt`, the same state rendered under another
-exogenous state; tools/fields.py), for up to `max_frames` frames t >= 1 evenly spread over the episodes:
+exogenous state; data/fields.py), for up to `max_frames` frames t >= 1 evenly spread over the episodes:
 
 - delta_h: `metrics.encoder.xi_sensitivity` on (f(I_t), f(I_alt_t)): mean, max, between (frames of other
   states) and relative = mean / between, the scale-free number to compare encoders by (raw values scale
@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exolam.data.features import default_camera, load_frames
+from exolam.data.features import load_frames
+from exolam.data.fields import camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
 from exolam.runio import atomic_write
-from exolam.tools.fields import alt_key
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
@@ -117,11 +117,8 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
     if (out / "encoder.json").exists():
         raise ConfigError(f"{out / 'encoder.json'}: exists (an earlier diagnosis); choose another --out")
     ds = open_dataset(data_root)
-    camera = default_camera(ds, camera)
-    alt = alt_key(camera)
-    if alt not in ds.features:
-        raise ConfigError(f"diagnose encoder needs paired views, but {ds.root} has no '{alt}' feature (the same "
-                          f"state rendered under another exogenous state, as `exolam control collect` writes)")
+    camera = camera_key(ds, camera)
+    alt = lam_fields(ds, camera, paired=True, what="diagnose encoder")["o_alt"]
     encoders = [load_encoder(s) for s in specs]  # every spec checked before the slow part
     picks = sample_frames(ds, max_frames)
     o, o_alt = _frames(ds, camera, picks, image_size), _frames(ds, alt, picks, image_size)

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from exolam.cliargs import Flag, check
+from exolam.data.fields import ACTION, camera_key, lam_fields
 from exolam.data.flow import DIS_MIN_SIDE, optical_flow
 from exolam.data.lerobot import open_dataset
 from exolam.data.windows import WindowDataset, collate
@@ -47,7 +48,6 @@ from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.runio import atomic_dir
 from exolam.tools.diagnose import STATE, _prepare_out, frame_shape, select_windows
 from exolam.tools.diagnose_encoder import _g, _jsonable
-from exolam.tools.fields import ACTION, alt_key, camera_key
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
@@ -105,19 +105,15 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     out = _prepare_out(out_dir)
     ds = open_dataset(data_root)
     camera = camera_key(ds, camera)
-    alt = alt_key(camera)
-    if alt not in ds.features:
-        raise ConfigError(f"diagnose target needs paired views, but {ds.root} has no '{alt}' feature (the same "
-                          f"states under another exogenous trajectory, as `exolam control collect` writes)")
+    fields = lam_fields(ds, camera, paired=True, action="action" in targets, what="diagnose target")
+    alt = fields["o_alt"]
     side = min(frame_shape(ds, camera, image_size)[1:])
     if "flow" in targets and side < DIS_MIN_SIDE:
         raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
                           f"{ds.root} gives {side} px (resize with --image-size)")
-    fields = {"o": camera, "o_alt": alt}
+    fields.pop("label_mask", None)  # eta and the probes use every window with an action
     if ACTION in ds.numeric_keys:
         fields["a"] = ACTION
-    elif "action" in targets:
-        raise ConfigError(f"--target action: {ds.root} has no '{ACTION}' feature (action-free video)")
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)

@@ -41,12 +41,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from exolam.data.fields import camera_key
 from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import VERSION, _arrow, _Stats
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.runio import atomic_dir, atomic_write
-from exolam.tools.fields import camera_key
 from exolam.tools.train import checkpoint_input, frame_shape
 from exolam.train import checkpoint
 

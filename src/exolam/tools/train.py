@@ -8,7 +8,7 @@
              vq:   `VQLAMConfig` defaults (Table 2: d_z 32, K 5) with frame = image_size
     loss     the objective string (objectives.py): lam [+xexo:w] [+robust-action:w] [+robust-flow:w];
              xexo needs the paired view `<camera>_alt`, robust-action the feature `action`
-             (tools/fields.py); robust-flow computes DIS flow of (o, o') in the data workers
+             (data/fields.py); robust-flow computes DIS flow of (o, o') in the data workers
     engine   train/engine.py `fit` on Lightning Fabric (1 CPU .. N GPUs), Adam, clip 5
 
 OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/checkpoint)`; resumable:
@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource
@@ -52,7 +53,6 @@ from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
 from exolam.runio import atomic_write, to_jsonable
-from exolam.tools.fields import ACTION, LABEL, camera_key, lam_fields
 from exolam.train import checkpoint, engine
 from exolam.train.engine import TrainConfig
 
