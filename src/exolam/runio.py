@@ -66,6 +66,23 @@ def load_npz(path: Path, keys, redo: str) -> dict:
         raise ConfigError(f"{path}: cannot be read ({type(e).__name__}); delete it and rerun to {redo}") from None
 
 
+def open_staging(staging: Path, spec_name: str, spec: dict, check) -> None:
+    """Start or resume the staging folder of a resumable job (an import, a collection): create it, hold the
+    job's `spec` in `staging/spec_name` (written on the first run; `check(path)` on a resume refuses
+    another job's folder), and remove the leftovers of a killed write (`atomic_write`'s `.NAME.tmpPID`;
+    every renamed file is whole, so the staged files present are the ones done)."""
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{staging}: cannot create ({e.strerror or e}); choose another --out") from None
+    if (staging / spec_name).exists():
+        check(staging / spec_name)
+    else:
+        atomic_write(staging / spec_name, json.dumps(spec, indent=2) + "\n")
+    for p in staging.glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
 def atomic_dir(path: Path, build, fix: str = "choose another --out") -> None:
     """Build a folder with `build(tmp)` under a temporary sibling name, then rename it to `path` (absent or
     an empty folder): the folder is whole or absent; a failed build leaves nothing (ConfigError on OSError)."""

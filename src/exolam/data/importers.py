@@ -31,7 +31,7 @@ import numpy as np
 
 from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, load_npz, read_json, save_npz
+from exolam.runio import atomic_write, load_npz, open_staging, read_json, save_npz
 
 KINDS = ("mp4", "npz", "hdf5", "lerobot-v21")
 LAYOUTS = ("robomimic", "laom")
@@ -221,16 +221,7 @@ def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *,
             _check_spec(staging / SPEC, spec, "staging was made")
             _finish(staging, done, spec, out)
             return out
-        try:
-            staging.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{staging}: cannot create ({e.strerror or e}); choose another --out") from None
-        if (staging / SPEC).exists():
-            _check_spec(staging / SPEC, spec, "staging was made")
-        else:
-            atomic_write(staging / SPEC, json.dumps(spec, indent=2) + "\n")
-        for p in staging.glob(".*.tmp*"):  # leftovers of a killed write; renamed files are whole
-            p.unlink(missing_ok=True)
+        open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec, "staging was made"))
         todo = [i for i in range(n) if not (staging / _name(i)).exists()]
         bar = _bar(n, n - len(todo), f"import {kind}", progress)
         for i in todo:

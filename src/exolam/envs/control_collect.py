@@ -59,7 +59,7 @@ from exolam.data import video
 from exolam.data.lerobot_write import write_dataset
 from exolam.envs.control import ControlConfig, DistractingControl
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, load_npz, read_json, save_npz
+from exolam.runio import atomic_write, load_npz, open_staging, read_json, save_npz
 
 STAGING, DATASET, DONE, SPEC = ".staging", "dataset", "collect.json", "spec.json"
 FORMAT = 1
@@ -208,16 +208,7 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
         _check_spec(staging / SPEC, spec)  # killed between the dataset and collect.json: finish up
         _finish(staging, done, spec, episodes)
         return dataset
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{staging}: cannot create ({e.strerror or e}); choose another --out") from None
-    if (staging / SPEC).exists():
-        _check_spec(staging / SPEC, spec)
-    else:
-        atomic_write(staging / SPEC, json.dumps(spec, indent=2) + "\n")
-    for p in staging.glob(".*.tmp*"):  # leftovers of a killed write; the renamed files are whole
-        p.unlink(missing_ok=True)
+    open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec))
     todo = [e for e in range(episodes if limit is None else min(limit, episodes))
             if not (staging / staged_name(e)).exists()]
     if jobs > 1 and len(todo) > 1:  # J spawned processes stage episodes e = k, k + J, ... (1 thread each)
