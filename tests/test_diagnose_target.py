@@ -16,8 +16,8 @@ from exolam.metrics.encoder import target_robustness  # noqa: E402
 from exolam.tools.diagnose_target import diagnose_target, diagnose_target_command  # noqa: E402
 
 
-def _grid(tmp_path_factory, sigma: float):
-    _, test = make_dataset(GridWorldConfig(n_train=8, n_test=96, sigma=sigma, label_fraction=1.0, seed=3))
+def _grid(tmp_path_factory, sigma: float, label_fraction: float = 1.0):
+    _, test = make_dataset(GridWorldConfig(n_train=8, n_test=96, sigma=sigma, label_fraction=label_fraction, seed=3))
     return export_lerobot(test, tmp_path_factory.mktemp(f"grid{sigma}") / "grid")
 
 
@@ -73,9 +73,19 @@ def test_noisy_frames_are_not_robust_and_the_action_is(noisy, tmp_path, capsys):
         assert 0.1 < rows[name]["eta"]["relative"] < 2.5 and rows[name]["eta"]["max"] >= rows[name]["eta"]["mean"]
         assert rows[name]["nmse_from_a"] is not None
     md = (out / "target.md").read_text()
-    assert "Prop. 4.8" in md and "| 1 | `action` | 4 | 0 |" in md
+    assert "Prop. 4.8" in md and "| 1 | `action` | 4 | 64; 32+32 | 0 |" in md
     again = diagnose_target(["next-frame", "action", "frame-diff"], noisy, tmp_path / "again", max_windows=64)
     assert [r["eta"] for r in again["targets"]] == [rows[t]["eta"] for t in ("next-frame", "action", "frame-diff")]
+
+
+def test_only_labelled_windows_carry_the_action(tmp_path_factory, tmp_path):
+    """label fraction 0.5: the action target and the probes use the labelled windows, pixel targets all."""
+    data = _grid(tmp_path_factory, 1.0, label_fraction=0.5)
+    res = diagnose_target(["action", "next-frame"], data, tmp_path / "r")
+    action, frame = res["targets"]
+    n_lab = sum(action["probe_windows"])
+    assert frame["windows"] == 96 and 20 < action["windows"] == n_lab < 76
+    assert frame["probe_windows"] == action["probe_windows"] and action["eta"]["mean"] == 0
 
 
 def _one_line(e, *words):

@@ -14,7 +14,7 @@ episode in halves for the probes):
   xi, as an action label does; ~2: y~ is independent of y). Rank targets by `relative`: raw eta scales
   with y's dimension and units.
 - nmse_from_a: held-out NMSE of the affine probe a -> y (0: the action determines y linearly; ~1: y
-  says nothing about a). A constant target has eta 0 and teaches nothing: relative is n/a for it.
+  says nothing about a), on labelled windows only where the data marks them (`action_is_labeled`). A constant target has eta 0 and teaches nothing: relative is n/a for it.
 - nmse_given_s: NMSE(y | a, s) = what a adds to the prediction of y beyond the state s
   (`metrics.latent.probe_nmse_given_o`; where the data stores `observation.state`). 1: nothing.
 
@@ -62,7 +62,10 @@ FLAGS = {"--target": Flag("target", tuple[str, ...], config=False), "--data": Fl
 def _as_features(a: torch.Tensor) -> torch.Tensor:
     """Actions as regressors/targets [B, d]: a discrete index [B] becomes one-hot, anything else flat float."""
     if a.dim() == 1 and not a.dtype.is_floating_point:
-        return F.one_hot(a.long(), int(a.max()) + 1).float()
+        if len(a) and int(a.min()) < 0:
+            raise ConfigError(f"'{ACTION}' holds the index {int(a.min())} in a labelled window; a discrete action "
+                              "must be >= 0 (mark unlabelled frames with action_is_labeled = False)")
+        return F.one_hot(a.long(), int(a.max()) + 1 if len(a) else 1).float()
     return a.reshape(len(a), -1).float()
 
 
@@ -78,13 +81,22 @@ def target_pair(name: str, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.o_next.flatten(1), batch.o_next_alt.flatten(1)  # next-frame
 
 
-def measure(name: str, batch, train: list[int], test: list[int]) -> dict:
-    """eta (Def. 4.7) of one target on all windows; probes of y from a (and s) fitted on train, scored on test."""
+def measure(name: str, batch, n_train: int) -> dict:
+    """eta (Def. 4.7) of one target on the batch; probes of y from a (and s) fitted on its first n_train
+    windows and scored on the rest, both on labelled windows only (`label_mask`, where the data has one)."""
+    labelled = torch.ones(len(batch), dtype=torch.bool) if batch.label_mask is None else batch.label_mask.bool()
+    if name == "action":  # defined only where an action is recorded
+        batch = batch.index(labelled)
+        labelled, n_train = labelled[labelled], int(labelled[:n_train].sum())
     y, y_alt = target_pair(name, batch)
-    row = {"target": name, "dim": int(y.shape[1]), "eta": target_robustness(y, y_alt),
-           "nmse_from_a": None, "nmse_given_s": None}
-    if batch.a is not None and test:
-        a = _as_features(batch.a)
+    rows = torch.arange(len(batch))
+    train, test = rows[:n_train][labelled[:n_train]], rows[n_train:][labelled[n_train:]]
+    row = {"target": name, "dim": int(y.shape[1]), "windows": len(batch), "eta": target_robustness(y, y_alt),
+           "probe_windows": [len(train), len(test)], "nmse_from_a": None, "nmse_given_s": None}
+    if batch.a is not None and len(train) and len(test):
+        a_lab = _as_features(batch.a[labelled])
+        a = a_lab.new_zeros(len(batch), a_lab.shape[1])
+        a[labelled] = a_lab
         row["nmse_from_a"] = probe_nmse(a[train], y[train], a[test], y[test])
         if batch.s is not None:
             s = batch.s.reshape(len(batch.s), -1).float()
@@ -111,17 +123,15 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     if "flow" in targets and side < DIS_MIN_SIDE:
         raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
                           f"{ds.root} gives {side} px (resize with --image-size)")
-    fields.pop("label_mask", None)  # eta and the probes use every window with an action
-    if ACTION in ds.numeric_keys:
-        fields["a"] = ACTION
+    if ACTION in ds.numeric_keys:  # the probes' regressor, whatever the targets (label_mask with it, if stored)
+        fields.update(lam_fields(ds, camera, action=True))
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
     train, test, split = select_windows(wd, max_windows, 0.5, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
-    n_train = len(train)
-    rows = [measure(t, batch, list(range(n_train)), list(range(n_train, len(idx)))) for t in targets]
+    rows = [measure(t, batch, len(train)) for t in targets]
     rel = [r["eta"]["relative"] for r in rows]
     ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
     result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt, "image_size": image_size,
@@ -145,13 +155,14 @@ def markdown(result: dict) -> str:
              f"Data: `{d['root']}`, camera `{d['camera']}` paired with `{d['alt']}`, {d['windows']} windows "
              f"(o_t, o_t+{d['frame_gap']}), frames {'x'.join(map(str, d['frame_shape']))}; probes split "
              f"{d['probe_split']}.", "", f"**{PLAIN}.**", "",
-             "| rank | target | dims | relative eta | eta mean | eta max (sample sup) | NMSE(y from a) | "
-             "NMSE(y given a, s) |", "|---|---|---|---|---|---|---|---|"]
+             "| rank | target | dims | windows (eta; probe train + test) | relative eta | eta mean | "
+             "eta max (sample sup) | NMSE(y from a) | NMSE(y given a, s) |", "|---|---|---|---|---|---|---|---|---|"]
     by_name = {r["target"]: r for r in result["targets"]}
     for i, name in enumerate(result["ranking"], 1):
         r = by_name[name]
         e = r["eta"]
-        lines.append(f"| {i} | `{name}` | {r['dim']} | {_g(e['relative'])} | {_g(e['mean'])} | {_g(e['max'])} | "
+        lines.append(f"| {i} | `{name}` | {r['dim']} | {r['windows']}; {'+'.join(map(str, r['probe_windows']))} | "
+                     f"{_g(e['relative'])} | {_g(e['mean'])} | {_g(e['max'])} | "
                      f"{_g(r['nmse_from_a'])} | {_g(r['nmse_given_s'])} |")
     lines += ["", "relative eta = E||y(o, o') - y(o~, o~')||^2 / E||y - E y||^2 over paired windows: 0 = y ignores "
               "the exogenous state, ~2 = y~ independent of y. NMSE(y from a): held-out affine probe a -> y (0: the "
