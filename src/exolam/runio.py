@@ -129,6 +129,17 @@ def to_jsonable(obj):
     return obj
 
 
+def finite_json(x):
+    """A result dict ready for `json.dumps` as strict JSON: NaN / inf -> None (null), tuples -> lists, keys str."""
+    if isinstance(x, dict):
+        return {str(k): finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_json(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def from_jsonable(cls, data: dict):
     """The dataclass `cls` from `to_jsonable`'s dict (nested dataclasses and tuples restored); a key
     that is not a field of `cls` raises TypeError."""

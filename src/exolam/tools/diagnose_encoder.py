@@ -43,7 +43,7 @@ from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
-from exolam.runio import atomic_write
+from exolam.runio import atomic_write, finite_json
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
@@ -135,18 +135,8 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
     except OSError as e:
         raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e}); choose another --out") from None
     atomic_write(out / "encoder.md", markdown(result))
-    atomic_write(out / "encoder.json", json.dumps(_jsonable(result), indent=2) + "\n")  # last: marks completion
+    atomic_write(out / "encoder.json", json.dumps(finite_json(result), indent=2) + "\n")  # last: marks completion
     return result
-
-
-def _jsonable(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def _g(x) -> str:

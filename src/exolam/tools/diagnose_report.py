@@ -17,19 +17,9 @@ import math
 from pathlib import Path
 
 from exolam.experiments.plotting import close, figure
+from exolam.runio import finite_json
 
 N_SHOW = 4
-
-
-def _clean(x):
-    """JSON-able: NaN / inf -> None, tuples -> lists."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _f(x, digits: int = 3) -> str:
@@ -187,4 +177,4 @@ def write_report(folder: Path, res: dict, maps: dict | None) -> None:
         figs.append("swap.png")
     res["figures"] = figs
     (folder / "report.md").write_text(markdown(res, figs))
-    (folder / "diagnose.json").write_text(json.dumps(_clean(res), indent=2, sort_keys=True) + "\n")
+    (folder / "diagnose.json").write_text(json.dumps(finite_json(res), indent=2, sort_keys=True) + "\n")

@@ -14,7 +14,8 @@ episode in halves for the probes):
   xi, as an action label does; ~2: y~ is independent of y). Rank targets by `relative`: raw eta scales
   with y's dimension and units.
 - nmse_from_a: held-out NMSE of the affine probe a -> y (0: the action determines y linearly; ~1: y
-  says nothing about a), on labelled windows only where the data marks them (`action_is_labeled`). A constant target has eta 0 and teaches nothing: relative is n/a for it.
+  says nothing about a), on labelled windows only where the data marks them (`action_is_labeled`).
+  A constant target has eta 0 and teaches nothing: relative is n/a for it.
 - nmse_given_s: NMSE(y | a, s) = what a adds to the prediction of y beyond the state s
   (`metrics.latent.probe_nmse_given_o`; where the data stores `observation.state`). 1: nothing.
 
@@ -45,9 +46,9 @@ from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.runio import atomic_dir
+from exolam.runio import atomic_dir, finite_json
 from exolam.tools.diagnose import STATE, _prepare_out, frame_shape, select_windows
-from exolam.tools.diagnose_encoder import _g, _jsonable
+from exolam.tools.diagnose_encoder import _g
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
@@ -69,11 +70,11 @@ def _as_features(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(len(a), -1).float()
 
 
-def target_pair(name: str, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y(o, o'), y(o~, o~')) [B, d_y] of target `name` on a batch with the paired views."""
+def target_pair(name: str, batch, a: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y(o, o'), y(o~, o~')) [B, d_y] of target `name` on a batch with the paired views; for `action`,
+    `a` (the labelled windows' actions as features) on those windows only."""
     if name == "action":
-        y = _as_features(batch.a)
-        return y, y  # the action of a transition is the same whatever the exogenous state
+        return a, a  # the action of a transition is the same whatever the exogenous state
     if name == "flow":
         return optical_flow(batch.o, batch.o_next).flatten(1), optical_flow(batch.o_alt, batch.o_next_alt).flatten(1)
     if name == "frame-diff":
@@ -81,26 +82,20 @@ def target_pair(name: str, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.o_next.flatten(1), batch.o_next_alt.flatten(1)  # next-frame
 
 
-def measure(name: str, batch, n_train: int) -> dict:
-    """eta (Def. 4.7) of one target on the batch; probes of y from a (and s) fitted on its first n_train
-    windows and scored on the rest, both on labelled windows only (`label_mask`, where the data has one)."""
-    labelled = torch.ones(len(batch), dtype=torch.bool) if batch.label_mask is None else batch.label_mask.bool()
-    if name == "action":  # defined only where an action is recorded
-        batch = batch.index(labelled)
-        labelled, n_train = labelled[labelled], int(labelled[:n_train].sum())
-    y, y_alt = target_pair(name, batch)
-    rows = torch.arange(len(batch))
-    train, test = rows[:n_train][labelled[:n_train]], rows[n_train:][labelled[n_train:]]
-    row = {"target": name, "dim": int(y.shape[1]), "windows": len(batch), "eta": target_robustness(y, y_alt),
-           "probe_windows": [len(train), len(test)], "nmse_from_a": None, "nmse_given_s": None}
-    if batch.a is not None and len(train) and len(test):
-        a_lab = _as_features(batch.a[labelled])
-        a = a_lab.new_zeros(len(batch), a_lab.shape[1])
-        a[labelled] = a_lab
-        row["nmse_from_a"] = probe_nmse(a[train], y[train], a[test], y[test])
-        if batch.s is not None:
-            s = batch.s.reshape(len(batch.s), -1).float()
-            row["nmse_given_s"] = probe_nmse_given_o(a[train], s[train], y[train], a[test], s[test], y[test])
+def measure(name: str, batch, lab: torch.Tensor, a: torch.Tensor | None, s: torch.Tensor | None,
+            n_train: int) -> dict:
+    """eta (Def. 4.7) of one target; probes of y from a (and s) on the labelled windows `lab` (batch rows,
+    ascending), fitted on those among the first n_train rows and scored on the rest. a, s: features of
+    the windows `lab` (None where the data has none)."""
+    y, y_alt = target_pair(name, batch, a)
+    y_lab = y if name == "action" else y[lab]
+    tr = lab < n_train
+    row = {"target": name, "dim": int(y.shape[1]), "windows": len(y), "eta": target_robustness(y, y_alt),
+           "probe_windows": [int(tr.sum()), int((~tr).sum())], "nmse_from_a": None, "nmse_given_s": None}
+    if a is not None and tr.any() and (~tr).any():
+        row["nmse_from_a"] = probe_nmse(a[tr], y_lab[tr], a[~tr], y_lab[~tr])
+        if s is not None:
+            row["nmse_given_s"] = probe_nmse_given_o(a[tr], s[tr], y_lab[tr], a[~tr], s[~tr], y_lab[~tr])
     return row
 
 
@@ -117,24 +112,28 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     out = _prepare_out(out_dir)
     ds = open_dataset(data_root)
     camera = camera_key(ds, camera)
-    fields = lam_fields(ds, camera, paired=True, action="action" in targets, what="diagnose target")
-    alt = fields["o_alt"]
+    # the action is the probes' regressor whatever the targets (with its label mask, if stored); the
+    # `action` target on data without one is refused here
+    fields = lam_fields(ds, camera, paired=True, action="action" in targets or ACTION in ds.numeric_keys,
+                        what="diagnose target")
     side = min(frame_shape(ds, camera, image_size)[1:])
     if "flow" in targets and side < DIS_MIN_SIDE:
         raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
                           f"{ds.root} gives {side} px (resize with --image-size)")
-    if ACTION in ds.numeric_keys:  # the probes' regressor, whatever the targets (label_mask with it, if stored)
-        fields.update(lam_fields(ds, camera, action=True))
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
     train, test, split = select_windows(wd, max_windows, 0.5, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
-    rows = [measure(t, batch, len(train)) for t in targets]
+    lab = torch.arange(len(idx)) if batch.label_mask is None else torch.nonzero(batch.label_mask.bool()).squeeze(1)
+    a = None if batch.a is None else _as_features(batch.a[lab])
+    s = None if batch.s is None else batch.s[lab].reshape(len(lab), -1).float()
+    rows = [measure(t, batch, lab, a, s, len(train)) for t in targets]
     rel = [r["eta"]["relative"] for r in rows]
     ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
-    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt, "image_size": image_size,
+    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": fields["o_alt"],
+                       "image_size": image_size,
                        "frame_gap": frame_gap, "windows": len(idx), "probe_split": split,
                        "frame_shape": list(batch.o.shape[1:]), "state": STATE if "s" in fields else None},
               "targets": rows, "ranking": ranking, "meaning": PLAIN}
@@ -142,7 +141,7 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         (tmp / "target.md").write_text(markdown(result))
-        (tmp / "target.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+        (tmp / "target.json").write_text(json.dumps(finite_json(result), indent=2) + "\n")
 
     atomic_dir(out, build)
     return result
