@@ -71,7 +71,7 @@ def test_a_sweep_resumes_on_another_device_but_not_under_another_config(tmp_path
 def test_staged_npz_round_trip_and_a_damaged_file_is_one_line(tmp_path):
     import numpy as np
 
-    from exolam.runio import load_npz, save_npz
+    from exolam.fileio import load_npz, save_npz
 
     path = tmp_path / "ep.npz"
     save_npz(path, {"a": np.arange(6.0).reshape(3, 2), "task": "push"})

@@ -138,7 +138,8 @@ def _group(target: str, names: list[str], mods: dict, args: list[str]):
 
 def reproduce(argv: list[str]) -> int:
     from exolam.experiments.registry import GROUPS, available, expand
-    from exolam.runio import RunDir, to_jsonable
+    from exolam.fileio import to_jsonable
+    from exolam.runio import RunDir
 
     if not argv or argv[0].startswith("-"):
         raise ConfigError("reproduce needs an experiment name (exolam reproduce <experiment> ...)")

@@ -31,7 +31,7 @@ import numpy as np
 
 from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
 
 KINDS = ("mp4", "npz", "hdf5", "lerobot-v21")
 LAYOUTS = ("robomimic", "laom")

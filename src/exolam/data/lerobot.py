@@ -70,7 +70,7 @@ from exolam.data import video
 from exolam.data.columns import column_numpy, np_dtype, parquet_schema
 from exolam.data.lerobot_write import LEGACY, VERSION, write_dataset
 from exolam.errors import ConfigError
-from exolam.runio import read_json
+from exolam.fileio import read_json
 
 __all__ = ["LeRobotDataset", "open_dataset", "write_dataset"]
 

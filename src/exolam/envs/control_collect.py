@@ -59,7 +59,7 @@ from exolam.data import video
 from exolam.data.lerobot_write import write_dataset
 from exolam.envs.control import ControlConfig, DistractingControl
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
 
 STAGING, DATASET, DONE, SPEC = ".staging", "dataset", "collect.json", "spec.json"
 FORMAT = 1

@@ -14,7 +14,8 @@ from pathlib import Path
 from exolam.errors import ConfigError
 from exolam.experiments.plotting import close
 from exolam.experiments.registry import available
-from exolam.runio import RunDir, atomic_write, from_jsonable
+from exolam.fileio import atomic_write, from_jsonable
+from exolam.runio import RunDir
 
 HEADER = """# exolam report
 

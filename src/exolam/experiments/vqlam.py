@@ -34,7 +34,8 @@ from exolam.fields import check_set_by
 from exolam.metrics.pixel import codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, region_mse, swap_psnr
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
-from exolam.runio import RunDir, to_jsonable
+from exolam.fileio import to_jsonable
+from exolam.runio import RunDir
 from exolam.train import checkpoint, engine
 from exolam.train.engine import TrainConfig, resolve_precision
 from exolam.train.sweep import Task, run_tasks

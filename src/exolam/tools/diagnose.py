@@ -44,7 +44,7 @@ from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.metrics.pixel import _evaluating, codebook_usage, consistency_loss, probe_accuracy, swap_psnr
-from exolam.runio import atomic_dir
+from exolam.fileio import atomic_dir
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}

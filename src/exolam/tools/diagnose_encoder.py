@@ -43,7 +43,7 @@ from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
-from exolam.runio import atomic_write, finite_json
+from exolam.fileio import atomic_write, finite_json
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "

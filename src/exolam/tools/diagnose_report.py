@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from exolam.experiments.plotting import close, figure
-from exolam.runio import finite_json
+from exolam.fileio import finite_json
 
 N_SHOW = 4
 

@@ -46,7 +46,7 @@ from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.runio import atomic_dir, finite_json
+from exolam.fileio import atomic_dir, finite_json
 from exolam.tools.diagnose import STATE, _prepare_out, frame_shape, select_windows
 from exolam.tools.diagnose_encoder import _g
 

@@ -46,7 +46,7 @@ from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import VERSION, _arrow, _Stats
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.runio import atomic_dir, atomic_write
+from exolam.fileio import atomic_dir, atomic_write
 from exolam.tools.train import checkpoint_input, frame_shape
 from exolam.train import checkpoint
 

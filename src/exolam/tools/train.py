@@ -52,7 +52,7 @@ from exolam.models.encoders import load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
-from exolam.runio import atomic_write, to_jsonable
+from exolam.fileio import atomic_write, to_jsonable
 from exolam.train import checkpoint, engine
 from exolam.train.engine import TrainConfig
 
