@@ -38,6 +38,11 @@ def test_robustness_known_answers():
     assert same["mean"] == 0 and same["max"] == 0 and same["relative"] == 0
     indep = target_robustness(y, torch.randn(20000, 6, generator=g))
     assert indep["relative"] == pytest.approx(2.0, abs=0.05) and indep["max"] >= indep["mean"]
+    assert indep["independent"] == pytest.approx(2.0, abs=0.05) and same["independent"] == pytest.approx(2.0)
+    # a paired view that spreads y~ twice as wide (variance 4) and shifts it by 1 per dim: an independent
+    # y~ then reads (6 + 24 + 6) / 6 = 6, not 2, and the chance level says so
+    wide = target_robustness(y, 2 * torch.randn(20000, 6, generator=g) + 1)
+    assert wide["relative"] == pytest.approx(6.0, rel=0.03) and wide["independent"] == pytest.approx(wide["relative"], rel=0.03)
     near = y + 0.1 * torch.randn(20000, 6, generator=g)
     r = target_robustness(y, near)
     scaled = target_robustness(3 * y, 3 * near)

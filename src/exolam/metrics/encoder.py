@@ -27,8 +27,10 @@ under two exogenous states xi, xi~ (`Transitions.o_alt`, `o_next_alt`).
       relative  E||z - z~||^2 / E||z - mean z||^2   0: z is the same under both exogenous states;
                 ~2: z~ independent of z with the same law (E||z - z~||^2 = 2 tr Cov z); scale-free.
 - `target_robustness(y, y~)`  a prediction target y(o, o') against y(o~, o~') (Def. 4.7, Eq. 18):
-      mean, max, relative as `z_consistency`'s mse and relative, plus the sample sup (max); the
-      number `exolam diagnose target` ranks candidate targets of L_xi-robust (Eq. 19) by.
+      mean, max, relative as `z_consistency`'s mse and relative, plus the sample sup (max) and
+      independent, the relative value of a y~ independent of y (chance level: 2 only when y and y~
+      spread alike); relative is the number `exolam diagnose target` ranks candidate targets of
+      L_xi-robust (Eq. 19) by.
 
 The derangement pi is one random cycle through the batch (a fixed seed), so consecutive frames of a
 trajectory, which barely differ, are not the pairs that set the scale.
@@ -125,16 +127,26 @@ def z_consistency(lam, batch: Transitions, chunk: int = 256) -> dict[str, float]
 
 
 def target_robustness(y: torch.Tensor, y_alt: torch.Tensor) -> dict[str, float]:
-    """eta of Def. 4.7 (Eq. 18) on paired windows: {"mean", "max", "relative"}.
+    """eta of Def. 4.7 (Eq. 18) on paired windows: {"mean", "max", "relative", "independent"}.
 
     y, y_alt [B, ...]: a target y(o, o') and y(o~, o~') of the same state pair (s, s') under another
     exogenous trajectory. mean = E||y - y~||^2 (the expectation the proof of Prop. 4.8 bounds by eta,
     App. A.3); max = the sample sup, a lower bound of eta; relative = mean / E||y - E y||^2, scale-free:
-    0 when y ignores xi (an action label), ~2 when y~ is independent of y with the same law. A
-    continuous z is a target of its own IDM, so `z_consistency` is this function on (z, z~).
+    0 when y ignores xi (an action label), ~2 when y~ is independent of y with the same law.
+    independent = the relative value a y~ independent of y with y~'s own measured law would give,
+
+        (tr Cov y + tr Cov y~ + ||E y - E y~||^2) / tr Cov y,
+
+    the chance level to read `relative` against: when the paired view spreads y~ wider than y (or
+    shifts it), an independent y~ gives more than 2, and relative ~ independent means y carries
+    nothing of y~ whatever its value. A continuous z is a target of its own IDM, so `z_consistency`
+    is this function on (z, z~).
     """
     _check_pair("target_robustness", y, y_alt, "y", "y_alt")
     y, y_alt = y.detach().double().cpu().flatten(1), y_alt.detach().double().cpu().flatten(1)
     d = (y - y_alt).pow(2).sum(1)
-    spread = float((y - y.mean(0)).pow(2).sum(1).mean())
-    return {"mean": float(d.mean()), "max": float(d.max()), "relative": _ratio(float(d.mean()), spread)}
+    mu, mu_alt = y.mean(0), y_alt.mean(0)
+    spread = float((y - mu).pow(2).sum(1).mean())
+    chance = spread + float((y_alt - mu_alt).pow(2).sum(1).mean()) + float((mu - mu_alt).pow(2).sum())
+    return {"mean": float(d.mean()), "max": float(d.max()), "relative": _ratio(float(d.mean()), spread),
+            "independent": _ratio(chance, spread)}

@@ -11,8 +11,10 @@ episode in halves for the probes):
 
 - eta: `metrics.encoder.target_robustness(y, y~)`, on all drawn windows: mean = E||y - y~||^2, max =
   the sample sup of Eq. (18) (a lower bound of eta), relative = mean / E||y - E y||^2 (0: y ignores
-  xi, as an action label does; ~2: y~ is independent of y). Rank targets by `relative`: raw eta scales
-  with y's dimension and units.
+  xi, as an action label does; ~2: y~ is independent of y), independent = the chance level of
+  relative (what a y~ independent of y with its measured spread and mean would give: 2 only when
+  the paired view spreads y as the main one does). Rank targets by `relative`: raw eta scales with
+  y's dimension and units.
 - nmse_from_a: held-out NMSE of the affine probe a -> y (0: the action determines y linearly; ~1: y
   says nothing about a), on labelled windows only where the data marks them (`action_is_labeled`).
   A constant target has eta 0 and teaches nothing: relative is n/a for it.
@@ -154,17 +156,19 @@ def markdown(result: dict) -> str:
              f"Data: `{d['root']}`, camera `{d['camera']}` paired with `{d['alt']}`, {d['windows']} windows "
              f"(o_t, o_t+{d['frame_gap']}), frames {'x'.join(map(str, d['frame_shape']))}; probes split "
              f"{d['probe_split']}.", "", f"**{PLAIN}.**", "",
-             "| rank | target | dims | windows (eta; probe train + test) | relative eta | eta mean | "
-             "eta max (sample sup) | NMSE(y from a) | NMSE(y given a, s) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| rank | target | dims | windows (eta; probe train + test) | relative eta | chance level | "
+             "eta mean | eta max (sample sup) | NMSE(y from a) | NMSE(y given a, s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     by_name = {r["target"]: r for r in result["targets"]}
     for i, name in enumerate(result["ranking"], 1):
         r = by_name[name]
         e = r["eta"]
         lines.append(f"| {i} | `{name}` | {r['dim']} | {r['windows']}; {'+'.join(map(str, r['probe_windows']))} | "
-                     f"{_g(e['relative'])} | {_g(e['mean'])} | {_g(e['max'])} | "
+                     f"{_g(e['relative'])} | {_g(e['independent'])} | {_g(e['mean'])} | {_g(e['max'])} | "
                      f"{_g(r['nmse_from_a'])} | {_g(r['nmse_given_s'])} |")
     lines += ["", "relative eta = E||y(o, o') - y(o~, o~')||^2 / E||y - E y||^2 over paired windows: 0 = y ignores "
-              "the exogenous state, ~2 = y~ independent of y. NMSE(y from a): held-out affine probe a -> y (0: the "
+              "the exogenous state, ~2 = y~ independent of y; chance level = the relative eta of a y~ independent of y "
+              "with the paired view's own spread and mean (above 2 when that view spreads y wider). NMSE(y from a): held-out affine probe a -> y (0: the "
               "action determines y; ~1: y says nothing about it). NMSE(y given a, s): what a adds beyond the "
               "state (1: nothing; n/a without `observation.state`). A good L_xi-robust target has both a low "
               "relative eta and a low NMSE.", ""]
