@@ -10,10 +10,10 @@ pytest.importorskip("dm_control")
 pytest.importorskip("cv2")
 
 from exolam.cli import main  # noqa: E402
-from exolam.experiments import control  # noqa: E402
 from exolam.data.sampling import labelled_episodes  # noqa: E402
-from exolam.experiments.control_jobs import parse_variant  # noqa: E402
 from exolam.errors import ConfigError  # noqa: E402
+from exolam.experiments import control  # noqa: E402
+from exolam.experiments.control_jobs import parse_variant  # noqa: E402
 
 from test_control_expert import random_expert  # noqa: E402
 

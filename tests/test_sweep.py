@@ -4,9 +4,9 @@ the files of an unsharded run; bad --shard / --jobs values are one line."""
 import pytest
 
 from exolam.cli import main
+from exolam.errors import ConfigError
 from exolam.runio import RunDir
 from exolam.train.sweep import parse_shard
-from exolam.errors import ConfigError
 
 GRID = ["--quick", "--sigmas", "0.5", "1", "--objectives", "lam", "lam+xexo:1", "--seeds", "2", "--train.steps", "12",
         "--env.n-train", "256", "--env.n-test", "128", "--model.idm-channels", "8"]

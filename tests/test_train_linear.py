@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from exolam.data.sampling import TensorSource, batch_indices
 from exolam.envs.linear import LinearEnvConfig, make_linear_exbmdp
 from exolam.errors import ConfigError
 from exolam.models.linear import LinearParams
 from exolam.objectives import Objective
 from exolam.objectives import term_weights
-from exolam.data.sampling import TensorSource, batch_indices
 from exolam.train import engine
 from exolam.train.linear import (Diverged, LinearTrainConfig, _Stacked, feature_blocks, linear_grads,
                                  train_linear_ensemble)

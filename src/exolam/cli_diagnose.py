@@ -38,9 +38,10 @@ def diagnose_command(argv: list[str]) -> int:
 
     from exolam.data.lerobot import open_dataset
     from exolam.train.checkpoint import in_run, load_model, read_config
-    from exolam.tools.diagnose import _prepare_out, diagnose
+    from exolam.fileio import fresh_out
+    from exolam.tools.diagnose import diagnose
 
-    _prepare_out(value["out"])  # refuse an occupied --out before loading anything
+    fresh_out(value["out"])  # refuse an occupied --out before loading anything
     ckpt = in_run(value["checkpoint"])
     lam = load_model(ckpt)
     data_spec = read_config(ckpt).get("data") or {}

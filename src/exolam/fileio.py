@@ -100,6 +100,16 @@ def atomic_dir(path: Path, build, fix: str = "choose another --out") -> None:
         raise
 
 
+def fresh_out(out_dir) -> Path:
+    """A report's --out folder, absent or empty (`atomic_dir` then renames the finished report into it);
+    an occupied one is refused before anything is computed: a report is never overwritten."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not empty; a report is never overwritten (choose another "
+                          "--out or remove it)")
+    return out
+
+
 def read_json(path: Path, fix: str) -> dict:
     """A JSON object file of ours; missing, unreadable or malformed -> ConfigError naming it and `fix`."""
     try:

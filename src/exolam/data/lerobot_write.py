@@ -131,7 +131,7 @@ class _Writer:
         self.video_at = {k: (0, 0) for k in self.video_keys}
         self.videos = dict.fromkeys(self.video_keys)  # key -> open VideoFileWriter
         self.rows, self.tasks, self.total = [], {}, 0
-        self.stats = {k: _Stats() for k in feats}
+        self.stats = {k: RunningStats() for k in feats}
 
     def add(self, i: int, episode) -> None:
         arrays, n = _episode_arrays(i, episode, {k: self.feats[k] for k in self.user})
@@ -141,7 +141,7 @@ class _Writer:
         t_index = self.tasks.setdefault(task, len(self.tasks))
         arrays.update(timestamp=(np.arange(n) / self.fps).astype(np.float32), frame_index=np.arange(n),
                       episode_index=np.full(n, i), index=self.total + np.arange(n), task_index=np.full(n, t_index))
-        cols = {k: _arrow(arrays[k], self.feats[k]["shape"]) for k in self.feats if k not in self.video_keys}
+        cols = {k: arrow_column(arrays[k], self.feats[k]["shape"]) for k in self.feats if k not in self.video_keys}
         for k in cols:
             self.stats[k].add(arrays[k].astype(np.float64).reshape(n, *self.feats[k]["shape"]))
         self.pending.append(pa.table(cols))
@@ -251,7 +251,7 @@ def _episode_arrays(i: int, episode, feats: dict) -> tuple[dict, int]:
     return out, n
 
 
-def _arrow(x: np.ndarray, shape) -> pa.Array:
+def arrow_column(x: np.ndarray, shape) -> pa.Array:
     """[T, *shape] -> a scalar column for shape (1,), else (nested) fixed-size lists."""
     if list(shape) == [1]:
         return pa.array(x.reshape(len(x)))
@@ -273,7 +273,7 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas).encode()})
 
 
-class _Stats:
+class RunningStats:
     """Running count, sum, sum of squares, min and max over the first axis (float64)."""
 
     def __init__(self):

@@ -42,8 +42,8 @@ from exolam.metrics.pixel import swap_psnr
 from exolam.models.lapo import ENCODERS, LapoLAM, LapoLAMConfig, ema_hook
 from exolam.models.policy import (ActionDecoder, BCObjective, ConvPolicy, DecoderConfig, DecoderObjective,
                                   LatentPolicyObjective, PolicyConfig, bc_policy, latent_action_policy)
-from exolam.objectives import Objective, format_objective, parse_objective, sq_err
 from exolam.fileio import to_jsonable
+from exolam.objectives import Objective, format_objective, parse_objective, sq_err
 from exolam.train import engine
 from exolam.train.engine import TrainConfig
 

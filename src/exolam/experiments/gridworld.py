@@ -23,10 +23,10 @@ import math
 
 from exolam.errors import ConfigError, check_range
 from exolam.experiments.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, summarize
 from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
+from exolam.runio import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
 
 NAME = "gridworld"

@@ -45,7 +45,7 @@ import torch
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError
-from exolam.metrics.pixel import _evaluating, _need_alt
+from exolam.metrics.pixel import evaluating, need_alt
 
 DERANGEMENT_SEED = 0
 
@@ -102,7 +102,7 @@ def xi_sensitivity(h: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, o
     """
     _check_pair("xi_sensitivity", o, o_alt, "o", "o_alt")
     owner = h if isinstance(h, torch.nn.Module) else getattr(h, "__self__", None)
-    with _evaluating(owner):
+    with evaluating(owner):
         f, f_alt = _apply(h, (o,), chunk), _apply(h, (o_alt,), chunk)
     d = (f_alt - f).pow(2).sum(1)
     mean = float(d.mean())
@@ -116,10 +116,10 @@ def z_consistency(lam, batch: Transitions, chunk: int = 256) -> dict[str, float]
     lam: anything with `encode(o, o_next) -> z [B, d_z]` (run under no_grad, eval mode for modules);
     batch: `Transitions` with the paired views `o_alt`, `o_next_alt`.
     """
-    _need_alt(batch, "z_consistency")
+    need_alt(batch, "z_consistency")
     _check_pair("z_consistency", batch.o, batch.o_alt, "o", "o_alt")
     _check_pair("z_consistency", batch.o_next, batch.o_next_alt, "o_next", "o_next_alt")
-    with _evaluating(lam):
+    with evaluating(lam):
         z = _apply(lam.encode, (batch.o, batch.o_next), chunk)
         z_alt = _apply(lam.encode, (batch.o_alt, batch.o_next_alt), chunk)
     pair = target_robustness(z, z_alt)

@@ -28,7 +28,7 @@ from exolam.objectives import sq_err
 
 
 @contextlib.contextmanager
-def _evaluating(lam):
+def evaluating(lam):
     """no_grad + eval mode for the duration; restores every submodule's training flag."""
     modes = [(m, m.training) for m in lam.modules()] if isinstance(lam, torch.nn.Module) else []
     for m, _ in modes:
@@ -41,7 +41,7 @@ def _evaluating(lam):
             m.train(was_training)
 
 
-def _need_alt(batch: Transitions, metric: str) -> None:
+def need_alt(batch: Transitions, metric: str) -> None:
     if batch.o_alt is None or batch.o_next_alt is None:
         raise ConfigError(f"{metric} needs paired views o_alt / o_next_alt in the data")
 
@@ -58,8 +58,8 @@ def consistency_loss(lam, batch: Transitions) -> dict[str, float]:
     pre:       the same before the bottleneck (z_pre)
     flip_rate: share of samples whose code differs between the two views (NaN without codes)
     """
-    _need_alt(batch, "consistency_loss")
-    with _evaluating(lam):
+    need_alt(batch, "consistency_loss")
+    with evaluating(lam):
         out = lam.idm(batch.o, batch.o_next)
         alt = lam.idm(batch.o_alt, batch.o_next_alt)
     if out.codes is None or alt.codes is None:
@@ -79,7 +79,7 @@ def region_mse(lam, batch: Transitions, region: torch.Tensor) -> float:
         raise ConfigError(f"region mask shape {tuple(region.shape)} must equal the frame shape {tuple(batch.o.shape[-2:])}")
     if not region.any():
         raise ConfigError("region mask selects no pixel")
-    with _evaluating(lam):
+    with evaluating(lam):
         pred = lam.decode(batch.o, lam.encode(batch.o, batch.o_next))
     err = (pred.float() - batch.o_next.float()).pow(2)
     return err[..., region].mean().item()
@@ -116,9 +116,9 @@ def swap_psnr(lam, batch: Transitions, max_val: float = 1.0) -> dict[str, float]
     If z carried no xi', FDM(o, z(o, o~')) would predict o' (gap_swap ~ 0); a shortcut through z
     makes it resemble o~' instead (gap_swap large, gap_swap_alt ~ gap_aug).
     """
-    _need_alt(batch, "swap_psnr")
+    need_alt(batch, "swap_psnr")
     o, o1, oa, o1a = batch.o, batch.o_next, batch.o_alt, batch.o_next_alt
-    with _evaluating(lam):
+    with evaluating(lam):
         pred = lam.decode(o, lam.encode(o, o1))
         pred_aug = lam.decode(oa, lam.encode(oa, o1a))
         pred_swap = lam.decode(o, lam.encode(o, o1a))

@@ -86,7 +86,7 @@ OBS_SPACES = ENCODERS + ("frozen",)  # + a pretrained encoder named by encoder_s
 MEMO = 4  # frozen features of this many input tensors are kept (o, o', and xexo's o~, o~')
 
 
-def _halve(size: int, times: int) -> int:
+def halve(size: int, times: int) -> int:
     """Spatial size after `times` 3x3 stride-2 pad-1 convs (each gives ceil(size / 2))."""
     for _ in range(times):
         size = (size + 1) // 2
@@ -135,7 +135,7 @@ class LapoLAMConfig:
         if self.encoder == "frozen":
             raise ConfigError("model.obs_shape: a frozen encoder's feature shape is known once it is loaded; "
                               "read LapoLAM.obs_shape")
-        s = _halve(self.frame, len(self.enc_channels))
+        s = halve(self.frame, len(self.enc_channels))
         return (self.feat_channels, s, s)
 
 
@@ -180,7 +180,7 @@ class IDM(nn.Module):
             c_in = width
         self.conv = nn.Sequential(*layers)
         n = len(cfg.idm_channels)
-        self.head = nn.Linear(c_in * _halve(h, n) * _halve(w, n), cfg.d_z)
+        self.head = nn.Linear(c_in * halve(h, n) * halve(w, n), cfg.d_z)
 
     def forward(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv(torch.cat([x, x_next], dim=1)).flatten(1))

@@ -35,7 +35,7 @@ from torch import nn
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int
-from exolam.models.lapo import _halve
+from exolam.models.lapo import halve
 from exolam.objectives import Term, sq_err
 
 
@@ -70,7 +70,7 @@ class ConvPolicy(nn.Module):
             layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ReLU6()]
             c_in = c
         self.conv = nn.Sequential(*layers)
-        flat = c_in * _halve(self.cfg.frame, len(self.cfg.channels)) ** 2
+        flat = c_in * halve(self.cfg.frame, len(self.cfg.channels)) ** 2
         self.hidden = nn.Sequential(nn.Linear(flat, self.cfg.hidden), nn.ReLU6())
         self.out = nn.Linear(self.cfg.hidden, self.cfg.out_dim)
 

@@ -41,10 +41,10 @@ from exolam.data.fields import ACTION, LABEL, alt_key, camera_key
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
+from exolam.fileio import atomic_dir, fresh_out
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.metrics.pixel import _evaluating, codebook_usage, consistency_loss, probe_accuracy, swap_psnr
-from exolam.fileio import atomic_dir
+from exolam.metrics.pixel import evaluating, codebook_usage, consistency_loss, probe_accuracy, swap_psnr
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}
@@ -71,14 +71,6 @@ def model_shape(lam) -> tuple[int, int, int] | None:
     if shape is None and hasattr(cfg, "in_channels") and hasattr(cfg, "frame"):  # VQLAM, LapoLAM (its input,
         shape = (cfg.in_channels, cfg.frame, cfg.frame)  # not obs_shape: that is f's feature map for "ema")
     return None if shape is None else tuple(int(d) for d in shape)
-
-
-def _prepare_out(out_dir) -> Path:
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: exists and is not empty; a report is never overwritten (choose another "
-                          "--out or remove it)")
-    return out
 
 
 def select_windows(wd: WindowDataset, max_windows: int, test_fraction: float, seed: int):
@@ -204,7 +196,7 @@ def fdm_section(lam, batch, z) -> dict:
     if not moved.any():
         return _skip("z is the same for every window, so there is nothing for the FDM to use")
     o, t, zi, zp = batch.o[moved], target[moved], z[moved], z[pi][moved]
-    with _evaluating(lam):
+    with evaluating(lam):
         pred = _chunked(lam.decode, o, zi)
         if pred.shape != t.shape:
             return _skip(f"decode(o, z) returns {tuple(pred.shape[1:])}, its target is {tuple(t.shape[1:])}")
@@ -220,7 +212,7 @@ def next_section(lam, batch, z, o_other, m_used) -> dict:
     changed = (o_other != batch.o_next).flatten(1).any(1)
     if not changed.any():
         return _skip("o_{t+m} equals o' in every window (static video?)")
-    with _evaluating(lam):
+    with evaluating(lam):
         z_other = _chunked(lam.encode, batch.o[changed], o_other[changed])
     spread = float((z - z.mean(0)).pow(2).sum(1).mean())
     move = float((z_other - z[changed]).pow(2).sum(1).mean())
@@ -247,7 +239,7 @@ def saliency_section(lam, ds, batch, n_windows: int = 64) -> tuple[dict, dict | 
     """|d||z|| / d o| and |d||z|| / d o'| summed over channels (Fig. 3 left); exogenous share where known."""
     b = batch.index(slice(0, n_windows))
     o, on = b.o.clone().float().requires_grad_(True), b.o_next.clone().float().requires_grad_(True)
-    with _evaluating(lam), torch.enable_grad():  # z_pre: a quantized z is piecewise constant in the pixels
+    with evaluating(lam), torch.enable_grad():  # z_pre: a quantized z is piecewise constant in the pixels
         z = lam.idm(o, on).z_pre if hasattr(lam, "idm") else lam.encode(o, on)
         if z.requires_grad:
             z.float().flatten(1).norm(dim=1).sum().backward()
@@ -316,7 +308,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
 
     check_positive_int("--max-windows", max_windows)
     check_positive_int("--frame-gap", frame_gap)
-    out = _prepare_out(out_dir)
+    out = fresh_out(out_dir)
     ds = open_dataset(dataset_root)
     cam = camera_key(ds, camera)
     have, want = frame_shape(ds, cam, image_size), model_shape(lam)
@@ -339,7 +331,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     tr, te = list(range(len(train))), list(range(len(train), len(idx)))
     log(f"[diagnose] {len(idx)} windows of {ds.root} ('{cam}', k = {frame_gap}); split {split}")
     lam = lam.float().cpu() if isinstance(lam, torch.nn.Module) else lam
-    with _evaluating(lam):
+    with evaluating(lam):
         z = _chunked(lam.encode, batch.o, batch.o_next).flatten(1)
         codes = None
         if hasattr(lam, "idm"):

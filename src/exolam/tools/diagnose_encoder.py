@@ -40,10 +40,11 @@ from exolam.data.features import load_frames
 from exolam.data.fields import camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.errors import ConfigError, check_positive_int
+from exolam.fileio import atomic_write, finite_json
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
-from exolam.fileio import atomic_write, finite_json
+from exolam.tools.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
@@ -139,10 +140,6 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
     return result
 
 
-def _g(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
-
-
 def markdown(result: dict) -> str:
     """The short report: one row per encoder, best (lowest relative delta_h) first."""
     d = result["data"]
@@ -157,10 +154,10 @@ def markdown(result: dict) -> str:
     for i, name in enumerate(result["ranking"], 1):
         r = by_name[name]
         dh, en = r["delta_h"], r["exo_energy"]
-        lines.append(f"| {i} | `{name}` | {'x'.join(map(str, r['feature_shape']))} | {_g(dh['relative'])} | "
-                     f"{_g(dh['mean'])} | {_g(dh['max'])} | {_g(r['delta_h_per_dim'])} | {_g(en['switch_freq'])} | "
-                     f"{_g(en['energy'])} | {_g(r['env_switch_freq'])} | {_g(r['energy_env'])} | "
-                     f"{_g(r['frames_per_s'])} |")
+        lines.append(f"| {i} | `{name}` | {'x'.join(map(str, r['feature_shape']))} | {short_num(dh['relative'])} | "
+                     f"{short_num(dh['mean'])} | {short_num(dh['max'])} | {short_num(r['delta_h_per_dim'])} | {short_num(en['switch_freq'])} | "
+                     f"{short_num(en['energy'])} | {short_num(r['env_switch_freq'])} | {short_num(r['energy_env'])} | "
+                     f"{short_num(r['frames_per_s'])} |")
     lines += ["", "relative delta_h = E||f(I) - f(I_alt)||^2 / E||f(I_i) - f(I_j)||^2 (pairs of other frames): "
               "0 = f ignores the exogenous state, ~1 = f moves as much with it as between unrelated frames. "
               "Raw delta_h values depend on each encoder's dimension and scale; compare the relative column. "
@@ -211,6 +208,6 @@ def diagnose_encoder_command(argv: list[str]) -> int:
                               o.get("max_frames", 2048), o.get("device", "cpu"))
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["encoders"] if r["encoder"] == name)
-        print(f"{i}. {name}: relative delta_h {_g(r['delta_h']['relative'])}, delta_h mean {_g(r['delta_h']['mean'])}")
+        print(f"{i}. {name}: relative delta_h {short_num(r['delta_h']['relative'])}, delta_h mean {short_num(r['delta_h']['mean'])}")
     print(f"wrote {Path(o['out']) / 'encoder.md'} ({PLAIN})")
     return 0

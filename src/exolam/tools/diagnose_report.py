@@ -28,6 +28,11 @@ def _f(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def short_num(x) -> str:
+    """4 significant digits for the tables of `diagnose encoder` and `diagnose target`; None / NaN -> n/a."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
 def saliency_figure(maps: dict, path: Path) -> None:
     """Rows: windows; columns: o, o', saliency on o (overlay), saliency on o' (overlay)."""
     n = min(N_SHOW, len(maps["o"]))

@@ -46,11 +46,11 @@ from exolam.data.flow import DIS_MIN_SIDE, optical_flow
 from exolam.data.lerobot import open_dataset
 from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
+from exolam.fileio import atomic_dir, finite_json, fresh_out
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.fileio import atomic_dir, finite_json
-from exolam.tools.diagnose import STATE, _prepare_out, frame_shape, select_windows
-from exolam.tools.diagnose_encoder import _g
+from exolam.tools.diagnose import STATE, frame_shape, select_windows
+from exolam.tools.diagnose_report import short_num
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
@@ -111,7 +111,7 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     if not targets or len(set(targets)) != len(targets):
         raise ConfigError(f"--target: give each target once (got {targets})")
     check_positive_int("--max-windows", max_windows)
-    out = _prepare_out(out_dir)
+    out = fresh_out(out_dir)
     ds = open_dataset(data_root)
     camera = camera_key(ds, camera)
     # the action is the probes' regressor whatever the targets (with its label mask, if stored); the
@@ -164,8 +164,8 @@ def markdown(result: dict) -> str:
         r = by_name[name]
         e = r["eta"]
         lines.append(f"| {i} | `{name}` | {r['dim']} | {r['windows']}; {'+'.join(map(str, r['probe_windows']))} | "
-                     f"{_g(e['relative'])} | {_g(e['independent'])} | {_g(e['mean'])} | {_g(e['max'])} | "
-                     f"{_g(r['nmse_from_a'])} | {_g(r['nmse_given_s'])} |")
+                     f"{short_num(e['relative'])} | {short_num(e['independent'])} | {short_num(e['mean'])} | {short_num(e['max'])} | "
+                     f"{short_num(r['nmse_from_a'])} | {short_num(r['nmse_given_s'])} |")
     lines += ["", "relative eta = E||y(o, o') - y(o~, o~')||^2 / E||y - E y||^2 over paired windows: 0 = y ignores "
               "the exogenous state, ~2 = y~ independent of y; chance level = the relative eta of a y~ independent of y "
               "with the paired view's own spread and mean (above 2 when that view spreads y wider). NMSE(y from a): held-out affine probe a -> y (0: the "
@@ -189,6 +189,6 @@ def diagnose_target_command(argv: list[str]) -> int:
                              max_windows=given.get("max_windows", 1024), seed=given.get("seed", 0))
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["targets"] if r["target"] == name)
-        print(f"{i}. {name}: relative eta {_g(r['eta']['relative'])}, NMSE(y from a) {_g(r['nmse_from_a'])}")
+        print(f"{i}. {name}: relative eta {short_num(r['eta']['relative'])}, NMSE(y from a) {short_num(r['nmse_from_a'])}")
     print(f"wrote {Path(given['out']) / 'target.md'} ({PLAIN})")
     return 0

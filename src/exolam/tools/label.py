@@ -43,7 +43,7 @@ import torch
 
 from exolam.data.fields import camera_key
 from exolam.data.lerobot import open_dataset
-from exolam.data.lerobot_write import VERSION, _arrow, _Stats
+from exolam.data.lerobot_write import VERSION, RunningStats, arrow_column
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_dir, atomic_write
@@ -196,7 +196,7 @@ def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
         idx = offsets[ep] + pos
         for key, values in new.items():
             shape = [values.shape[1]] if values.ndim == 2 else [1]
-            table = table.append_column(key, _arrow(values[idx], shape))
+            table = table.append_column(key, arrow_column(values[idx], shape))
         (tmp / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp / path.relative_to(root))
     info = copy.deepcopy(ds.info)
@@ -207,7 +207,7 @@ def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
     if stats_path.is_file():
         stats = json.loads(stats_path.read_text())
         for key, values in new.items():
-            s = _Stats()
+            s = RunningStats()
             s.add(values.reshape(len(values), -1).astype(np.float64))
             stats[key] = s.result(feats[key])
         atomic_write(tmp / "meta" / "stats.json", json.dumps(stats, indent=4) + "\n")

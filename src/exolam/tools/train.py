@@ -48,11 +48,11 @@ from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.fileio import atomic_write, to_jsonable
 from exolam.models.encoders import load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
-from exolam.fileio import atomic_write, to_jsonable
 from exolam.train import checkpoint, engine
 from exolam.train.engine import TrainConfig
 

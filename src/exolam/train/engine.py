@@ -44,8 +44,8 @@ from torch import nn
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.objectives import Objective, format_objective
 from exolam.fileio import atomic_write, to_jsonable
+from exolam.objectives import Objective, format_objective
 from exolam.train import checkpoint
 
 PRECISIONS = ("auto", "32", "bf16-mixed")
