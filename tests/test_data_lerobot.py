@@ -396,7 +396,7 @@ def test_window_dataset_refuses_bad_fields(base):
         WindowDataset(base, {"o": "nope"})
 
 
-def test_windows_labelled_episodes_and_flow(base):
+def test_windows_labelled_episodes_and_flow(base, monkeypatch):
     win = WindowDataset(base, {"o": CAM}, labelled_episodes=[1])
     masks = {win.window(i)[0]: bool(win[i]["label_mask"]) for i in range(len(win))}
     assert masks == {0: False, 1: True, 2: False}
@@ -405,9 +405,17 @@ def test_windows_labelled_episodes_and_flow(base):
     pytest.importorskip("cv2")
     from exolam.data.flow import optical_flow
 
-    item = WindowDataset(base, {"o": CAM}, flow=True)[3]
+    import exolam.data.flow
+
+    win = WindowDataset(base, {"o": CAM}, flow=True)
+    item = win[3]
     assert item["flow"].shape == (2, 8, 8)
     assert torch.equal(item["flow"], optical_flow(item["o"][None], item["o_next"][None])[0])
+    # computed once per window: a second read (the next epoch) looks it up, with the same values
+    calls = []
+    monkeypatch.setattr(exolam.data.flow, "optical_flow", lambda *a: calls.append(a) or optical_flow(*a))
+    assert torch.equal(win[3]["flow"], item["flow"]) and calls == []
+    assert torch.equal(win[4]["flow"], optical_flow(win[4]["o"], win[4]["o_next"])) and len(calls) == 1
     with pytest.raises(ConfigError, match="out of range"):
         WindowDataset(base, {"o": CAM}, labelled_episodes=[3])
     with pytest.raises(ConfigError, match="not both"):

@@ -21,7 +21,10 @@ Two derived fields, computed per item (so in the workers too):
     label_mask  `labelled_episodes`: True in the windows of those episodes, False elsewhere (the
                 label-fraction setting of App. D / LAOM: whole labelled trajectories)
     flow        `flow=True`: the optical flow of (o, o_next) (`data.flow.optical_flow`, DIS, 8 x 8),
-                the target of the `robust-flow` objective term (App. D "Flow-pred")
+                the target of the `robust-flow` objective term (App. D "Flow-pred"). Flow is a
+                deterministic function of the window, so each process computes a window's flow once
+                and keeps it (2 x 8 x 8 float32 = 512 B per window: 0.5 GB for a million windows);
+                from the second epoch on, a window's flow costs a lookup instead of a DIS solve
 
 `WindowSource` is a batch source (see data/sampling.py): update k trains on the windows
 `batch_indices(seed, len(dataset), steps, batch_size)[k]`, the same rows a `TensorSource` over the
@@ -79,6 +82,7 @@ class WindowDataset(torch.utils.data.Dataset):
             if not 0 <= e < n_eps:
                 raise ConfigError(f"labelled_episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
         self.flow = bool(flow)
+        self._flow_cache: dict[int, torch.Tensor] = {}  # window -> its flow (filled as windows are read)
         self._starts = [0]  # window number of each episode's first window
         for e in self.episodes:
             self._starts.append(self._starts[-1] + max(0, ds.episode_lengths[e] - frame_gap))
@@ -109,10 +113,15 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.labelled is not None:
             item["label_mask"] = torch.tensor(episode in self.labelled)
         if self.flow:
+            item["flow"] = self._flow(int(i), item["o"], item["o_next"])
+        return item
+
+    def _flow(self, i: int, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
+        if i not in self._flow_cache:
             from exolam.data.flow import optical_flow
 
-            item["flow"] = optical_flow(item["o"], item["o_next"])
-        return item
+            self._flow_cache[i] = optical_flow(o, o_next)
+        return self._flow_cache[i]
 
     def _values(self, key: str, episode: int, times: list[int]) -> list[torch.Tensor]:
         ds = self.dataset
