@@ -1,13 +1,15 @@
 """`exolam diagnose`: how much exogenous noise leaked into a trained LAM (tools/diagnose.py).
 
     exolam diagnose --checkpoint C --data D --out R [--camera KEY] [--max-windows N] [--frame-gap k]
-                    [--seed S]
+                    [--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]
 
 C is an exolam checkpoint folder (`exolam.load`) or the --out of `exolam train`, D a LeRobot dataset
 (v3.0 or v2.1), R a new folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. Frames are
 resized only when the checkpoint records the image_size it was trained at (its data spec); otherwise
 the camera's frames must have the LAM's channels and size. Bad input (a missing checkpoint, a camera
-not in D, frames of another size) ends in one line, exit code 2, nothing written.
+not in D, frames of another size) ends in one line, exit code 2, nothing written. Consistency and the
+xi'-swap test need a paired view: D's `<camera>_alt`, or `--paired-view augment` (data/augment.py: a
+colour / camera augmentation drawn per window from --seed; it replaces `<camera>_alt` where D has one).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from exolam.cliargs import Flag, check
 from exolam.errors import ConfigError
 
 USAGE = ("usage: exolam diagnose --checkpoint C --data D --out R [--camera KEY] [--max-windows N] [--frame-gap k] "
-         "[--seed S]")
+         "[--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]")
 FLAGS = {"--checkpoint": Flag("checkpoint", str, config=False), "--data": Flag("data", str, config=False),
          "--out": Flag("out", str, config=False), "--camera": Flag("camera", str, config=False),
          "--max-windows": Flag("max_windows", int, config=False), "--frame-gap": Flag("frame_gap", int, config=False),
-         "--seed": Flag("seed", int, config=False)}
+         "--seed": Flag("seed", int, config=False), "--paired-view": Flag("paired_view", str, config=False)}
 
 
 def diagnose_command(argv: list[str]) -> int:
@@ -36,11 +38,15 @@ def diagnose_command(argv: list[str]) -> int:
 
     import torch
 
+    from exolam.data.augment import PairedAugment
     from exolam.data.lerobot import open_dataset
-    from exolam.train.checkpoint import in_run, load_model, read_config
     from exolam.fileio import fresh_out
     from exolam.tools.diagnose import diagnose
+    from exolam.train.checkpoint import in_run, load_model, read_config
 
+    paired_view = None
+    if "paired_view" in value:
+        paired_view = PairedAugment.parse(value["paired_view"], value.get("seed", 0))
     fresh_out(value["out"])  # refuse an occupied --out before loading anything
     ckpt = in_run(value["checkpoint"])
     lam = load_model(ckpt)
@@ -59,7 +65,7 @@ def diagnose_command(argv: list[str]) -> int:
     try:
         res = diagnose(lam, value["data"], value["out"], value.get("camera"), max_windows=value.get("max_windows", 1024),
                        frame_gap=value.get("frame_gap", 1), image_size=image_size, seed=value.get("seed", 0),
-                       name=str(ckpt))
+                       name=str(ckpt), paired_view=paired_view)
     finally:
         torch.set_num_threads(threads)
     print(f"wrote {value['out']}/report.md (verdict: {res['verdict']['answer']})")

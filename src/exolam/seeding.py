@@ -58,3 +58,10 @@ def control_eval(seed: int, episode: int) -> int:
 def labelled_episodes(seed: int) -> int:
     """Which training episodes carry action labels (`data.sampling.labelled_episodes`: App. D, own data)."""
     return 3 * seed + 2**40 + 11
+
+
+def paired_augment(seed: int, episode: int, t: int) -> int:
+    """The augmented paired view of the window (episode, t) (`data.augment.PairedAugment`: xi~ and xi~'):
+    a function of (seed, episode, t) alone (episode < 1_000_003, t < 2**24), so every epoch, worker,
+    episode subset and command (`train`, `diagnose`) sees the same view of that window."""
+    return (2**62 + ((1_000_003 * seed + episode) << 24) + t) % 2**64

@@ -48,7 +48,7 @@ def lam_fields(ds: LeRobotDataset, camera: str, *, paired: bool = False, action:
     if paired:
         if alt_key(camera) not in ds.features:
             raise ConfigError(f"{what} needs paired views, but {ds.root} has no '{alt_key(camera)}' feature (a render "
-                              f"of the same state under another exogenous state)")
+                              f"of the same state under another exogenous state); make one with --paired-view augment")
         fields["o_alt"] = alt_key(camera)
     if action:
         if ACTION not in ds.numeric_keys:

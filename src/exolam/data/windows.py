@@ -16,7 +16,7 @@ integer or bool feature of shape (1,) becomes one value per transition (a discre
 mask: [B] in the batch, as `Transitions` holds them). Nothing is preloaded: frames are decoded in
 `__getitem__`, i.e. in the worker processes, so a dataset larger than memory trains.
 
-Two derived fields, computed per item (so in the workers too):
+Derived fields, computed per item (so in the workers too):
 
     label_mask  `labelled_episodes`: True in the windows of those episodes, False elsewhere (the
                 label-fraction setting of App. D / LAOM: whole labelled trajectories)
@@ -25,6 +25,9 @@ Two derived fields, computed per item (so in the workers too):
                 deterministic function of the window, so each process computes a window's flow once
                 and keeps it (2 x 8 x 8 float32 = 512 B per window: 0.5 GB for a million windows);
                 from the second epoch on, a window's flow costs a lookup instead of a DIS solve
+    o_alt       `paired_view=PairedAugment(...)` (data/augment.py): o_alt and o_next_alt drawn from o
+                and o_next by a colour / camera augmentation of their own (seeded per window), for
+                video without a recorded paired view; refused beside an `o_alt` field
 
 `WindowSource` is a batch source (see data/sampling.py): update k trains on the windows
 `batch_indices(seed, len(dataset), steps, batch_size)[k]`, the same rows a `TensorSource` over the
@@ -53,7 +56,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """Windows (t, t+k) inside episodes of a LeRobot dataset; items are dicts of tensors (see `collate`)."""
 
     def __init__(self, dataset_or_root, fields: dict[str, str], frame_gap: int = 1, image_size: int | None = None,
-                 episodes=None, labelled_episodes=None, flow: bool = False):
+                 episodes=None, labelled_episodes=None, flow: bool = False, paired_view=None):
         ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
         check_positive_int("frame_gap", frame_gap)
         if image_size is not None:
@@ -82,6 +85,14 @@ class WindowDataset(torch.utils.data.Dataset):
             if not 0 <= e < n_eps:
                 raise ConfigError(f"labelled_episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
         self.flow = bool(flow)
+        if paired_view is not None:
+            if "o_alt" in fields:
+                raise ConfigError(f"the paired view comes either from the dataset ('{fields['o_alt']}') or from "
+                                  "--paired-view augment, not both")
+            if fields["o"] not in ds.video_keys:
+                raise ConfigError(f"--paired-view augment recolours and shifts video frames in [0, 1]; camera "
+                                  f"'{fields['o']}' is a numeric feature")
+        self.paired_view = paired_view
         self._flow_cache: dict[int, torch.Tensor] = {}  # window -> its flow (filled as windows are read)
         self._starts = [0]  # window number of each episode's first window
         for e in self.episodes:
@@ -112,6 +123,8 @@ class WindowDataset(torch.utils.data.Dataset):
                 item[NEXT[name]] = values[1]
         if self.labelled is not None:
             item["label_mask"] = torch.tensor(episode in self.labelled)
+        if self.paired_view is not None:
+            item["o_alt"], item["o_next_alt"] = self.paired_view.views(episode, t, item["o"], item["o_next"])
         if self.flow:
             item["flow"] = self._flow(int(i), item["o"], item["o_next"])
         return item
@@ -190,4 +203,5 @@ class WindowSource:
         return {"kind": "lerobot-windows", "root": str(ds.dataset.root), "version": ds.dataset.version,
                 "fields": dict(ds.fields), "frame_gap": ds.frame_gap, "image_size": ds.image_size,
                 "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed,
-                "labelled_episodes": None if ds.labelled is None else sorted(ds.labelled), "flow": ds.flow}
+                "labelled_episodes": None if ds.labelled is None else sorted(ds.labelled), "flow": ds.flow,
+                **({} if ds.paired_view is None else {"paired_view": ds.paired_view.spec()})}

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from exolam.data.augment import PairedAugment
 from exolam.data.fields import ACTION, LABEL, alt_key, camera_key
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.windows import WindowDataset, collate
@@ -44,7 +45,7 @@ from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_dir, fresh_out
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.metrics.pixel import evaluating, codebook_usage, consistency_loss, probe_accuracy, swap_psnr
+from exolam.metrics.pixel import codebook_usage, consistency_loss, evaluating, probe_accuracy, swap_psnr
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}
@@ -149,7 +150,8 @@ def paired_section(lam, batch, pixel_decode: bool) -> dict:
     """Consistency across paired views and the xi'-swap test (Sec. 4.2; Fig. 5b left)."""
     if batch.o_alt is None:
         return _skip("the data has no paired view (a feature named `<camera>_alt`, e.g. `observation.image_alt`: the "
-                     "same state rendered under another exogenous state), which users' own video lacks")
+                     "same state rendered under another exogenous state), which users' own video lacks; "
+                     "`--paired-view augment` draws one by a colour / camera augmentation")
     same = ((batch.o_alt == batch.o).flatten(1).all(1) & (batch.o_next_alt == batch.o_next).flatten(1).all(1))
     zc = z_consistency(lam, batch)
     if math.isnan(zc["relative"]) and zc["mse"] == 0:
@@ -297,12 +299,13 @@ def verdict(paired: dict, fdm: dict | None = None, nxt: dict | None = None) -> d
 
 def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windows: int = 1024, frame_gap: int = 1,
              image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0, name: str | None = None,
-             log=print) -> dict:
+             paired_view: PairedAugment | None = None, log=print) -> dict:
     """Diagnose `lam` on the LeRobot dataset at `dataset_root`; write out_dir/{report.md, diagnose.json, *.png}.
 
     lam: anything with encode(o, o_next) -> z [B, d_z] and decode(o, z) (models/base.py protocol, or
     `tools.adapter.LAMAdapter`); optional `idm` (codes, code-flip rate), `fdm_target`, `cfg` / `frame_shape`
-    (checked against the data's frames). Returns the dict written to diagnose.json.
+    (checked against the data's frames). paired_view: draw the paired view by augmentation
+    (data/augment.py) instead of reading `<camera>_alt`. Returns the dict written to diagnose.json.
     """
     from exolam.tools.diagnose_report import write_report
 
@@ -316,7 +319,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         raise ConfigError(f"{ds.root}: camera '{cam}' gives frames {have} (C, H, W), the LAM expects {want}: "
                           "choose the camera it was trained on (--camera) or a dataset of its image size and channels")
     fields = {"o": cam}
-    if alt_key(cam) in ds.features:
+    if paired_view is None and alt_key(cam) in ds.features:
         fields["o_alt"] = alt_key(cam)
     if ACTION in ds.numeric_keys:
         fields["a"] = ACTION
@@ -324,7 +327,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
             fields["label_mask"] = LABEL
     if STATE in ds.numeric_keys:
         fields["s"] = STATE  # carried in the `s` slot of Transitions: the o of NMSE(a | z, o)
-    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
+    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
     train, test, split = select_windows(wd, max_windows, test_fraction, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
@@ -353,6 +356,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     results = {
         "lam": name or getattr(lam, "name", None) or type(lam).__name__, "data": str(ds.root), "camera": cam,
         "frame_gap": frame_gap, "frame_shape": list(have), "n_windows": len(idx), "split": split,
+        "paired_view": paired_view.spec() if paired_view is not None else fields.get("o_alt"),
         "thresholds": THRESHOLDS,
         "probe": probe_section(z, batch, tr, te, STATE in fields.values()),
         "paired": paired,

@@ -22,6 +22,10 @@ exogenous state; data/fields.py), for up to `max_frames` frames t >= 1 evenly sp
   switch draws xi' like xi_alt is drawn (the discrete mode), an upper-bound-style estimate in the
   drift mode, where xi moves a little at every step (Eq. 14 with the sampled delta_h).
 
+`--paired-view augment[:color=C,shift=P]` makes I_alt from I_t by a colour / camera augmentation
+instead (data/augment.py; for video without `KEY_alt`): delta_h then measures f's sensitivity to those
+changes only, and every pair counts as switched (no env_switch_freq).
+
 Writes R/encoder.json (everything) and R/encoder.md (a table, ranked by relative delta_h); both
 atomically, after every encoder has been measured, and refuses to replace an existing R/encoder.json.
 """
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from exolam.data.augment import PairedAugment
 from exolam.data.features import load_frames
 from exolam.data.fields import camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
@@ -48,7 +53,8 @@ from exolam.tools.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
-         "[--image-size N] [--max-frames N] [--device cpu|cuda] --out R\n  SPEC: " + " | ".join(SPECS))
+         "[--image-size N] [--max-frames N] [--device cpu|cuda] [--paired-view augment[:color=C,shift=P]] --out R"
+         "\n  SPEC: " + " | ".join(SPECS))
 
 
 def sample_frames(ds: LeRobotDataset, max_frames: int) -> list[tuple[int, int]]:
@@ -101,11 +107,13 @@ def measure(enc: Encoder, o: torch.Tensor, o_alt: torch.Tensor, switched: torch.
 
 
 def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: int | None = None,
-                     max_frames: int = 2048, device: str = "cpu", batch: int = 64) -> dict:
+                     max_frames: int = 2048, device: str = "cpu", batch: int = 64,
+                     paired_view: PairedAugment | None = None) -> dict:
     """Measure delta_h and the Eq. (12) split for one or several encoders; write R/encoder.{json,md}.
 
     spec: a spec string, an `Encoder`, or a list of them (compared in one table). Returns the dict
     written to encoder.json: {"data": {...}, "encoders": [row per spec, in the given order], "ranking"}.
+    paired_view: I_alt = the frame under an augmentation's xi~ (data/augment.py) instead of `<camera>_alt`.
     """
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not specs:
@@ -119,11 +127,19 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
         raise ConfigError(f"{out / 'encoder.json'}: exists (an earlier diagnosis); choose another --out")
     ds = open_dataset(data_root)
     camera = camera_key(ds, camera)
-    alt = lam_fields(ds, camera, paired=True, what="diagnose encoder")["o_alt"]
+    if paired_view is not None and camera not in ds.video_keys:
+        raise ConfigError(f"--paired-view augment recolours and shifts video frames; camera '{camera}' is a numeric "
+                          "feature")
+    alt = paired_view.spec() if paired_view else lam_fields(ds, camera, paired=True, what="diagnose encoder")["o_alt"]
     encoders = [load_encoder(s) for s in specs]  # every spec checked before the slow part
     picks = sample_frames(ds, max_frames)
-    o, o_alt = _frames(ds, camera, picks, image_size), _frames(ds, alt, picks, image_size)
-    switched, env_freq = _switches(ds, picks)
+    o = _frames(ds, camera, picks, image_size)
+    if paired_view is None:
+        o_alt = _frames(ds, alt, picks, image_size)
+        switched, env_freq = _switches(ds, picks)
+    else:  # xi~ of the window starting at (e, t); every frame's view differs from it
+        o_alt = torch.stack([paired_view.views(e, t, x, x)[0] for (e, t), x in zip(picks, o)])
+        switched, env_freq = torch.ones(len(picks), dtype=torch.bool), None
     rows = [measure(enc.to(device), o, o_alt, switched, env_freq, batch, device) for enc in encoders]
     rel = [r["delta_h"]["relative"] for r in rows]
     ranking = [rows[i]["encoder"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
@@ -168,7 +184,7 @@ def markdown(result: dict) -> str:
 def _parse(argv: list[str]) -> dict:
     opts: dict = {"encoder": []}
     names = {"--encoder": "encoder", "--data": "data", "--camera": "camera", "--image-size": "image_size",
-             "--max-frames": "max_frames", "--out": "out", "--device": "device"}
+             "--max-frames": "max_frames", "--out": "out", "--device": "device", "--paired-view": "paired_view"}
     i = 0
     while i < len(argv):
         flag, eq, value = argv[i].partition("=")
@@ -204,8 +220,9 @@ def diagnose_encoder_command(argv: list[str]) -> int:
         print(USAGE)
         return 0 if argv else 2
     o = _parse(list(argv))
+    paired_view = None if "paired_view" not in o else PairedAugment.parse(o["paired_view"])
     result = diagnose_encoder(o["encoder"], o["data"], o.get("camera"), o["out"], o.get("image_size"),
-                              o.get("max_frames", 2048), o.get("device", "cpu"))
+                              o.get("max_frames", 2048), o.get("device", "cpu"), paired_view=paired_view)
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["encoders"] if r["encoder"] == name)
         print(f"{i}. {name}: relative delta_h {short_num(r['delta_h']['relative'])}, delta_h mean {short_num(r['delta_h']['mean'])}")

@@ -107,7 +107,10 @@ def markdown(res: dict, figs: list[str]) -> str:
     p = res["paired"]
     L += ["## Paired views: consistency and the xi'-swap test (Sec. 4.2, Fig. 2b; Fig. 5b left)", ""]
     if p["measured"]:
-        L += [f"- consistency relative E||z - z~||^2 / E||z - mean z||^2: {_f(p['consistency_relative'])} "
+        L += [f"- paired view: {'`' + res['paired_view'] + '`' if res.get('paired_view') else 'n/a'}"
+              + (" (drawn by augmentation, data/augment.py: it tests colour and framing changes only)"
+                 if str(res.get("paired_view", "")).startswith("augment") else " (recorded in the dataset)"),
+              f"- consistency relative E||z - z~||^2 / E||z - mean z||^2: {_f(p['consistency_relative'])} "
               f"(0: same z under both exogenous states; 2: independent)",
               f"- code-flip rate: {_f(p['code_flip_rate'])}; windows whose paired view equals the data: "
               f"{_f(p['identical_views'])}"]

@@ -27,6 +27,10 @@ Targets (TARGETS); each needs only the frames, except `action`:
   frame-diff  o' - o, per pixel
   next-frame  o', per pixel: what the FDM of L_LAM reconstructs (Eq. 3)
 
+`--paired-view augment[:color=C,shift=P,switch=Q]` draws the paired view by a colour / camera
+augmentation instead (data/augment.py; for video without `KEY_alt`): eta then says how much a target
+moves with those changes only.
+
 Writes R/target.json and R/target.md at once (a temporary folder renamed into place); an occupied R
 is refused before anything is read.
 """
@@ -41,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from exolam.cliargs import Flag, check
+from exolam.data.augment import PairedAugment
 from exolam.data.fields import ACTION, camera_key, lam_fields
 from exolam.data.flow import DIS_MIN_SIDE, optical_flow
 from exolam.data.lerobot import open_dataset
@@ -55,11 +60,13 @@ from exolam.tools.diagnose_report import short_num
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
 USAGE = ("usage: exolam diagnose target --target T [T ...] --data D --out R [--camera KEY] [--image-size N] "
-         "[--frame-gap k] [--max-windows N] [--seed S]\n  T: " + " | ".join(TARGETS))
+         "[--frame-gap k] [--max-windows N] [--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]\n  T: "
+         + " | ".join(TARGETS))
 FLAGS = {"--target": Flag("target", tuple[str, ...], config=False), "--data": Flag("data", str, config=False),
          "--out": Flag("out", str, config=False), "--camera": Flag("camera", str, config=False),
          "--image-size": Flag("image_size", int, config=False), "--frame-gap": Flag("frame_gap", int, config=False),
-         "--max-windows": Flag("max_windows", int, config=False), "--seed": Flag("seed", int, config=False)}
+         "--max-windows": Flag("max_windows", int, config=False), "--seed": Flag("seed", int, config=False),
+         "--paired-view": Flag("paired_view", str, config=False)}
 
 
 def _as_features(a: torch.Tensor) -> torch.Tensor:
@@ -102,8 +109,10 @@ def measure(name: str, batch, lab: torch.Tensor, a: torch.Tensor | None, s: torc
 
 
 def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, image_size: int | None = None,
-                    frame_gap: int = 1, max_windows: int = 1024, seed: int = 0) -> dict:
-    """Measure eta and the action probes of each target in `targets`; write R/target.{json,md}; return the dict."""
+                    frame_gap: int = 1, max_windows: int = 1024, seed: int = 0, paired_view: PairedAugment | None = None
+                    ) -> dict:
+    """Measure eta and the action probes of each target in `targets`; write R/target.{json,md}; return the dict.
+    paired_view: draw o~, o~' by augmentation (data/augment.py) instead of reading `<camera>_alt`."""
     targets = [targets] if isinstance(targets, str) else list(targets)
     for t in targets:
         if t not in TARGETS:
@@ -116,15 +125,15 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     camera = camera_key(ds, camera)
     # the action is the probes' regressor whatever the targets (with its label mask, if stored); the
     # `action` target on data without one is refused here
-    fields = lam_fields(ds, camera, paired=True, action="action" in targets or ACTION in ds.numeric_keys,
-                        what="diagnose target")
+    fields = lam_fields(ds, camera, paired=paired_view is None,
+                        action="action" in targets or ACTION in ds.numeric_keys, what="diagnose target")
     side = min(frame_shape(ds, camera, image_size)[1:])
     if "flow" in targets and side < DIS_MIN_SIDE:
         raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
                           f"{ds.root} gives {side} px (resize with --image-size)")
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
-    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size)
+    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
     train, test, split = select_windows(wd, max_windows, 0.5, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
@@ -134,7 +143,8 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     rows = [measure(t, batch, lab, a, s, len(train)) for t in targets]
     rel = [r["eta"]["relative"] for r in rows]
     ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
-    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": fields["o_alt"],
+    alt = fields["o_alt"] if paired_view is None else paired_view.spec()
+    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt,
                        "image_size": image_size,
                        "frame_gap": frame_gap, "windows": len(idx), "probe_split": split,
                        "frame_shape": list(batch.o.shape[1:]), "state": STATE if "s" in fields else None},
@@ -186,7 +196,9 @@ def diagnose_target_command(argv: list[str]) -> int:
             raise ConfigError(f"exolam diagnose target: --{need} is required ({USAGE.splitlines()[0]})")
     result = diagnose_target(given["target"], given["data"], given["out"], given.get("camera"),
                              image_size=given.get("image_size"), frame_gap=given.get("frame_gap", 1),
-                             max_windows=given.get("max_windows", 1024), seed=given.get("seed", 0))
+                             max_windows=given.get("max_windows", 1024), seed=given.get("seed", 0),
+                             paired_view=None if "paired_view" not in given
+                             else PairedAugment.parse(given["paired_view"], given.get("seed", 0)))
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["targets"] if r["target"] == name)
         print(f"{i}. {name}: relative eta {short_num(r['eta']['relative'])}, NMSE(y from a) {short_num(r['nmse_from_a'])}")

@@ -7,8 +7,10 @@
              (`--encoder SPEC`, below);
              vq:   `VQLAMConfig` defaults (Table 2: d_z 32, K 5) with frame = image_size
     loss     the objective string (objectives.py): lam [+xexo:w] [+robust-action:w] [+robust-flow:w];
-             xexo needs the paired view `<camera>_alt`, robust-action the feature `action`
-             (data/fields.py); robust-flow computes DIS flow of (o, o') in the data workers
+             xexo needs the paired view `<camera>_alt`, or `--paired-view augment[:color=C,shift=P,
+             switch=Q]` to draw one by a colour / camera augmentation (data/augment.py); robust-action
+             the feature `action` (data/fields.py); robust-flow computes DIS flow of (o, o') in the
+             data workers
     engine   train/engine.py `fit` on Lightning Fabric (1 CPU .. N GPUs), Adam, clip 5
 
 OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/checkpoint)`; resumable:
@@ -43,6 +45,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from exolam.data.augment import PairedAugment
 from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
@@ -85,6 +88,8 @@ class TrainOwnConfig:
     """lam[+xexo:w][+robust-action:w][+robust-flow:w]"""
     label_fraction: float = 1.0
     """robust-action only: fraction of episodes whose actions are used"""
+    paired_view: str | None = None
+    """xexo only: augment[:color=C,shift=P,switch=Q] draws the paired view by augmentation (else <camera>_alt)"""
     d_z: int | None = None
     """latent action dim (default: lapo 8, vq 32)"""
     idm_channels: tuple[int, ...] | None = None
@@ -135,6 +140,11 @@ class TrainOwnConfig:
         if "robust-q" in terms:
             raise ConfigError("--objective robust-q needs the controllable change q, which only the simulated "
                               "generators know; use robust-action or robust-flow on recorded video")
+        if self.paired_view is not None:
+            PairedAugment.parse(self.paired_view)
+            if "xexo" not in terms:
+                raise ConfigError(f"--paired-view applies only with xexo in --objective ({self.objective!r} uses no "
+                                  "paired view)")
         if self.label_fraction != 1.0 and "robust-action" not in terms:
             raise ConfigError(f"--label-fraction = {self.label_fraction:g} applies only with robust-action in "
                               f"--objective ({self.objective!r} uses no labels)")
@@ -175,6 +185,7 @@ class Plan:
     target_dims: dict
     input: dict
     encoder: object = None  # the frozen pretrained encoder (lapo, encoder "frozen"), loaded once by `plan`
+    paired_view: PairedAugment | None = None  # --paired-view augment: o_alt drawn by augmentation
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)
@@ -185,7 +196,8 @@ class Plan:
     def source(self) -> WindowSource:
         c = self.cfg
         wd = WindowDataset(self.ds, self.fields, frame_gap=c.frame_gap, image_size=c.image_size,
-                           labelled_episodes=self.labelled, flow="robust-flow" in self.objective)
+                           labelled_episodes=self.labelled, flow="robust-flow" in self.objective,
+                           paired_view=self.paired_view)
         return WindowSource(wd, c.seed, c.steps, c.batch_size, num_workers=c.num_workers, device=c.device)
 
     def spec(self) -> dict:
@@ -193,9 +205,11 @@ class Plan:
         model = to_jsonable(self.model_cfg)
         if model.get("encoder", "frozen") != "frozen":  # frozen-only fields: pixels/ema specs stay as before them
             model = {k: v for k, v in model.items() if k not in FROZEN_ONLY}
+        data = {"root": str(self.ds.root.resolve()), "fields": self.fields, "labelled_episodes": self.labelled}
+        if self.paired_view is not None:  # absent otherwise: specs of runs without it stay as they were
+            data["paired_view"] = self.paired_view.spec()
         return {"kind": KIND, "input": self.input, "model": {"class": self.cfg.model, "config": model},
-                "objective": self.objective, "data": {"root": str(self.ds.root.resolve()), "fields": self.fields,
-                                                      "labelled_episodes": self.labelled},
+                "objective": self.objective, "data": data,
                 "train": {k: v for k, v in to_jsonable(self.cfg.train_config()).items()
                           if k not in ("save_every", "log_every")}, "seed": self.cfg.seed, "device": self.cfg.device}
 
@@ -213,8 +227,12 @@ def plan(cfg: TrainOwnConfig) -> Plan:
         raise ConfigError(f"camera '{camera}' has {c} channels; the vq LAM is built for 1 or 3")
     terms = parse_objective(cfg.objective, "--objective")
     names = {t.name for t in terms}
-    fields = lam_fields(ds, camera, paired="xexo" in names, action="robust-action" in names,
+    paired_view = None if cfg.paired_view is None else PairedAugment.parse(cfg.paired_view, cfg.seed)
+    fields = lam_fields(ds, camera, paired="xexo" in names and paired_view is None, action="robust-action" in names,
                         what=f"--objective {cfg.objective}")
+    if paired_view is not None and camera not in ds.video_keys:
+        raise ConfigError(f"--paired-view augment recolours and shifts video frames; camera '{camera}' is a numeric "
+                          "feature")
     labelled = None
     if "robust-action" in names and cfg.label_fraction < 1.0:
         if LABEL in fields.values():
@@ -243,7 +261,8 @@ def plan(cfg: TrainOwnConfig) -> Plan:
         model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
-    return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder)
+    return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
+                paired_view)
 
 
 def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
