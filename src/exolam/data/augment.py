@@ -24,6 +24,7 @@ lighting); background motion or other agents are not simulated. Frames are float
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import torch
 import torch.nn.functional as F
@@ -79,27 +80,32 @@ class PairedAugment:
         """The canonical text (what checkpoints and reports record)."""
         return f"{NAME}:color={self.color:g},shift={self.shift},switch={self.switch:g}"
 
-    def _xi(self, g: torch.Generator, channels: int) -> tuple:
-        gain = 1 + self.color * (2 * torch.rand(channels, generator=g) - 1)
-        offset = self.color * (torch.rand(channels, generator=g) - 0.5)
-        dx, dy = (torch.randint(-self.shift, self.shift + 1, (2,), generator=g) if self.shift else torch.zeros(2)).tolist()
-        return gain, offset, int(dx), int(dy)
+    def _xi(self, rng: random.Random, channels: int) -> tuple:
+        # python's random(): its sequence for a seed is fixed across Python versions (randint's is not),
+        # and drawing a few scalars here costs microseconds where torch ops would cost a millisecond
+        gain = [1 + self.color * (2 * rng.random() - 1) for _ in range(channels)]
+        offset = [self.color * (rng.random() - 0.5) for _ in range(channels)]
+        n = 2 * self.shift + 1
+        dx, dy = (min(int(rng.random() * n), n - 1) - self.shift for _ in range(2))
+        return gain, offset, dx, dy
 
     def apply(self, frame: torch.Tensor, xi: tuple) -> torch.Tensor:
         """h(s, xi~) from h(s, xi): frame [C, H, W] in [0, 1] recoloured, then shifted (content moves by dx, dy)."""
         gain, offset, dx, dy = xi
-        out = (frame * gain[:, None, None].to(frame.dtype) + offset[:, None, None].to(frame.dtype)).clamp(0, 1)
+        c = frame.shape[0]
+        out = torch.addcmul(torch.as_tensor(offset, dtype=frame.dtype).view(c, 1, 1), frame,
+                            torch.as_tensor(gain, dtype=frame.dtype).view(c, 1, 1)).clamp_(0, 1)
         if dx or dy:
             s = self.shift
             h, w = out.shape[-2:]
             padded = F.pad(out[None], (s, s, s, s), mode="replicate")[0]
-            out = padded[:, s - dy: s - dy + h, s - dx: s - dx + w]
-        return out.contiguous()
+            out = padded[:, s - dy: s - dy + h, s - dx: s - dx + w].contiguous()
+        return out
 
     def views(self, episode: int, t: int, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(o~, o~') of the window (episode, t): xi~ for o, and for o' the same xi~ or (prob. switch) a fresh one."""
-        g = torch.Generator().manual_seed(seeding.paired_augment(self.seed, episode, t))
-        xi = self._xi(g, o.shape[0])
-        keep = bool(torch.rand((), generator=g) >= self.switch)
-        xi_next = self._xi(g, o.shape[0])
+        rng = random.Random(seeding.paired_augment(self.seed, episode, t))
+        xi = self._xi(rng, o.shape[0])
+        keep = rng.random() >= self.switch
+        xi_next = self._xi(rng, o.shape[0])
         return self.apply(o, xi), self.apply(o_next, xi if keep else xi_next)
