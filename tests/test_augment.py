@@ -142,3 +142,14 @@ def test_target_and_encoder_diagnoses_take_the_augmented_view(video, tmp_path):
                                      "--paired-view", "augment:color=0.3,shift=1"]) == 0
     row = json.loads((enc / "encoder.json").read_text())["encoders"][0]
     assert row["delta_h"]["mean"] > 0 and row["env_switch_freq"] is None
+
+
+def test_numeric_cameras_are_refused(tmp_path):
+    eps = [{"observation.grid": np.zeros((5, 1, 4, 4), dtype=np.float32)} for _ in range(2)]
+    root = write_dataset(tmp_path / "grid", eps, {"observation.grid": {"dtype": "float32", "shape": [1, 4, 4]}}, 10)
+    with pytest.raises(ConfigError, match="camera 'observation.grid' is a numeric feature"):
+        WindowDataset(root, {"o": "observation.grid"}, paired_view=PairedAugment())
+    with pytest.raises(ConfigError, match="camera 'observation.grid' is a numeric feature"):
+        train_command(f"--data {root} --out {tmp_path / 'r'} --image-size 4 --model vq --objective lam+xexo:1 "
+                      "--paired-view augment".split())
+    assert not (tmp_path / "r").exists()

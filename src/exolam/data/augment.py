@@ -76,6 +76,13 @@ class PairedAugment:
                 raise ConfigError(f"--paired-view = {text!r}: {key} = {value!r} is not a number") from None
         return cls(**kw, seed=seed).validate()
 
+    @staticmethod
+    def check_camera(video_keys, camera: str) -> None:
+        """The augmentation works on decoded video frames in [0, 1]; a numeric camera is refused in one line."""
+        if camera not in video_keys:
+            raise ConfigError(f"--paired-view augment recolours and shifts video frames in [0, 1]; camera "
+                              f"'{camera}' is a numeric feature")
+
     def spec(self) -> str:
         """The canonical text (what checkpoints and reports record)."""
         return f"{NAME}:color={self.color:g},shift={self.shift},switch={self.switch:g}"

@@ -89,9 +89,7 @@ class WindowDataset(torch.utils.data.Dataset):
             if "o_alt" in fields:
                 raise ConfigError(f"the paired view comes either from the dataset ('{fields['o_alt']}') or from "
                                   "--paired-view augment, not both")
-            if fields["o"] not in ds.video_keys:
-                raise ConfigError(f"--paired-view augment recolours and shifts video frames in [0, 1]; camera "
-                                  f"'{fields['o']}' is a numeric feature")
+            paired_view.check_camera(ds.video_keys, fields["o"])
         self.paired_view = paired_view
         self._flow_cache: dict[int, torch.Tensor] = {}  # window -> its flow (filled as windows are read)
         self._starts = [0]  # window number of each episode's first window

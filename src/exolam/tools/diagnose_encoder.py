@@ -127,9 +127,8 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
         raise ConfigError(f"{out / 'encoder.json'}: exists (an earlier diagnosis); choose another --out")
     ds = open_dataset(data_root)
     camera = camera_key(ds, camera)
-    if paired_view is not None and camera not in ds.video_keys:
-        raise ConfigError(f"--paired-view augment recolours and shifts video frames; camera '{camera}' is a numeric "
-                          "feature")
+    if paired_view is not None:
+        paired_view.check_camera(ds.video_keys, camera)
     alt = paired_view.spec() if paired_view else lam_fields(ds, camera, paired=True, what="diagnose encoder")["o_alt"]
     encoders = [load_encoder(s) for s in specs]  # every spec checked before the slow part
     picks = sample_frames(ds, max_frames)

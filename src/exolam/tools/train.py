@@ -230,9 +230,8 @@ def plan(cfg: TrainOwnConfig) -> Plan:
     paired_view = None if cfg.paired_view is None else PairedAugment.parse(cfg.paired_view, cfg.seed)
     fields = lam_fields(ds, camera, paired="xexo" in names and paired_view is None, action="robust-action" in names,
                         what=f"--objective {cfg.objective}")
-    if paired_view is not None and camera not in ds.video_keys:
-        raise ConfigError(f"--paired-view augment recolours and shifts video frames; camera '{camera}' is a numeric "
-                          "feature")
+    if paired_view is not None:  # checked here, before train.json is written (the loader checks it again)
+        paired_view.check_camera(ds.video_keys, camera)
     labelled = None
     if "robust-action" in names and cfg.label_fraction < 1.0:
         if LABEL in fields.values():
