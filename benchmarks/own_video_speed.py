@@ -8,7 +8,8 @@ In one run, for each --sizes S (default 64 and 224):
             encoding frames/s and the size of the videos;
 2. decode   windows/s of `WindowSource(WindowDataset(..., image_size=64))` (o_t, o_{t+1}, uniformly random
             windows, batch --batch) with W = --workers DataLoader workers (default 0 1 2; the first batch,
-            with the worker start-up, untimed); 2 frames are decoded per window;
+            with the worker start-up, untimed); 2 frames are decoded per window; and at W = 0 the same
+            with `--paired-view augment` (data/augment.py: o~, o~' drawn by colour / camera augmentation);
 3. train    the `exolam train` default model (lapo LAM, `LapoLAMConfig` defaults, objective lam) at
             --image-size 64, i.e. the 224 frames resized to 64 by the loader:
               step     updates/s of the engine's step (forward, backward, clip 5, Adam foreach; fp32, 1
@@ -82,11 +83,13 @@ def write(root: Path, size: int, codec: str, episodes: int, frames: int) -> floa
     return episodes * frames / (time.perf_counter() - t)
 
 
-def loader_rate(root: Path, workers: int, batch: int, seconds: float, image_size: int | None):
+def loader_rate(root: Path, workers: int, batch: int, seconds: float, image_size: int | None, augment: bool = False):
     """(windows/s, first batch) of WindowSource; the first batch (worker start-up) is not timed."""
+    from exolam.data.augment import PairedAugment
     from exolam.data.windows import WindowDataset, WindowSource
 
-    win = WindowDataset(root, {"o": CAM}, frame_gap=1, image_size=image_size)
+    win = WindowDataset(root, {"o": CAM}, frame_gap=1, image_size=image_size,
+                        paired_view=PairedAugment() if augment else None)
     src = WindowSource(win, seed=0, steps=100_000, batch_size=batch, num_workers=workers)
     it = src.batches()
     first = next(it)
@@ -221,6 +224,8 @@ def main() -> None:
                 if w == args.workers[0]:
                     batch = first
                 print(f"  decode W={w}: {r['decode'][w]:.0f} windows/s ({2 * r['decode'][w]:.0f} frames/s)", flush=True)
+            r["augment"], _ = loader_rate(root, 0, args.batch, args.seconds, TRAIN_SIZE, augment=True)
+            print(f"  decode W=0 + augmented paired view: {r['augment']:.0f} windows/s", flush=True)
             r["step"] = step_rate(root, tmp / "unused", TRAIN_SIZE, batch, args.steps, 1)
             print(f"  train step at {TRAIN_SIZE} px: {r['step']:.2f} updates/s = {r['step'] * args.batch:.1f} "
                   "samples/s", flush=True)
@@ -255,6 +260,7 @@ def main() -> None:
     for w in args.workers:
         print(f"{f'decode W={w} (2 frames / window, -> 64 px)':<44}"
               + col(f"{2 * rows[s]['decode'][w]:.0f}" for s in sizes))
+    print(f"{'decode W=0 + augmented paired view':<44}" + col(f"{2 * rows[s]['augment']:.0f}" for s in sizes))
     print(f"{f'train step at 64 px, samples/s (batch {b})':<44}" + col(f"{rows[s]['step'] * b:.1f}" for s in sizes))
     print(f"{'train step, frames/s consumed (2 / sample)':<44}" + col(f"{2 * rows[s]['step'] * b:.1f}" for s in sizes))
     for w in args.workers:
