@@ -98,7 +98,9 @@ def _fake_gridworld(leak: bool) -> dict:
             van = obj == "lam"
             cons = (10 * s if leak else 0.5 * s) if van else 0.5 * s
             exo = float("nan") if s == 0 else ((0.3 if leak else 0.98) if van else 0.98)
+            flip = (0.78 if leak else 0.1) if van else 0.1
             rows.append({"sigma": s, "objective": obj, "consistency_post": _stat(cons), "exo_mse_norm": _stat(exo),
+                         "code_flip_rate": _stat(0.0 if s == 0 else flip),
                          "probe_acc": _stat(0.9), "control_mse": _stat(0.001),
                          "exo_mse": _stat(0.002 if s == 0 else 0.1)})
     return {"rows": rows, "objectives": ["lam", "lam+xexo:1", "lam+robust-action:1"], "steps": 1}
@@ -115,6 +117,14 @@ def test_gridworld_claims_follow_the_numbers():
         if r["sigma"] == 0 and r["objective"] == "lam":
             r["control_mse"], r["exo_mse"] = _stat(0.2), _stat(0.3)
     assert gridworld.claims(disagree)[0]["holds"] == "partly"
+    # X-exo with vanilla's flip rate but a codebook half the size: a lower consistency loss is not
+    # consistency, so the claim misses wherever the flips did not drop
+    shrunk = _fake_gridworld(leak=True)
+    for r in shrunk["rows"]:
+        if r["objective"] == "lam+xexo:1" and r["sigma"] == 1.0:
+            r["code_flip_rate"], r["consistency_post"] = _stat(0.78), _stat(5.0)
+    row = {c["claim"]: c for c in gridworld.claims(shrunk)}["L_LAM + L_X-exo keeps consistency lower and exo-region MSE near the noise floor"]
+    assert row["holds"] == "partly" and "misses at sigma 1" in row["ours"] and "0.78 vs 0.78" in row["ours"]
 
 
 def test_swap_and_xexo_claims_follow_the_numbers():
