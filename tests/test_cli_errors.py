@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exolam.cli import CLI_FLAGS, COMMON, main
-from exolam.cliargs import config_flags
+from exolam.cliargs import Flag, check, config_flags
 from exolam.errors import ConfigError
 from exolam.experiments.registry import GROUPS, available, expand
 
@@ -107,6 +107,15 @@ def test_every_flag_table_is_sound():
             kinds = {repr(config_flags(mods[n].Config)[f"--{field}"].kind) for n in expand(group)
                      if f"--{field}" in config_flags(mods[n].Config)}
             assert len(kinds) <= 1, (group, field, kinds)
+
+
+def test_a_repeatable_flag_adds_its_values_and_others_are_given_once():
+    table = {"--encoder": Flag("encoder", tuple[str, ...], config=False, repeat=True),
+             "--out": Flag("out", str, config=False)}
+    given = check(["--encoder", "a", "b", "--out", "r", "--encoder=c"], table, "t", "exolam t")
+    assert given["encoder"].value == ("a", "b", "c") and given["out"].value == "r"
+    with pytest.raises(ConfigError, match="--out given twice"):
+        check(["--out", "r", "--out", "s"], table, "t", "exolam t")
 
 
 def test_out_is_a_file(tmp_path, capsys):

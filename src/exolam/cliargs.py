@@ -28,6 +28,7 @@ class Flag:
     kind: object  # the field's annotation: int, float, str, bool, Literal[...], tuple[T, ...], tuple[T1, T2]
     negated: bool = False  # the `--no-x` spelling of a bool switch
     config: bool = True  # False: an option of the CLI itself, never handed to tyro
+    repeat: bool = False  # a tuple flag that may be given again, adding its values (`--encoder A --encoder B`)
 
     @property
     def name(self) -> str:
@@ -110,6 +111,11 @@ def check(args: list[str], table: dict[str, Flag], where: str, usage: str, *,
         flag = table[spelling]
         if flag.path in set_by:
             raise ConfigError(f"{typed}: {set_by[flag.path]}")
+        if flag.path in given and flag.repeat:
+            first = given[flag.path]
+            raw = first.raw + raw
+            given[flag.path] = Given(flag, first.typed, raw, _value(flag, raw))
+            continue
         if flag.path in given:
             first = given[flag.path]
             raise ConfigError(f"{flag.name} given twice: {' '.join((first.typed,) + first.raw)!r} and "

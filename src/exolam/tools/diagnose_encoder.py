@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from exolam.cliargs import Flag, check
 from exolam.data.augment import PairedAugment
 from exolam.data.features import load_frames
 from exolam.data.fields import camera_key, lam_fields
@@ -55,6 +56,11 @@ PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
          "[--image-size N] [--max-frames N] [--device cpu|cuda] [--paired-view augment[:color=C,shift=P]] --out R"
          "\n  SPEC: " + " | ".join(SPECS))
+FLAGS = {"--encoder": Flag("encoder", tuple[str, ...], config=False, repeat=True),
+         "--data": Flag("data", str, config=False), "--out": Flag("out", str, config=False),
+         "--camera": Flag("camera", str, config=False), "--image-size": Flag("image_size", int, config=False),
+         "--max-frames": Flag("max_frames", int, config=False), "--device": Flag("device", str, config=False),
+         "--paired-view": Flag("paired_view", str, config=False)}
 
 
 def sample_frames(ds: LeRobotDataset, max_frames: int) -> list[tuple[int, int]]:
@@ -180,47 +186,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _parse(argv: list[str]) -> dict:
-    opts: dict = {"encoder": []}
-    names = {"--encoder": "encoder", "--data": "data", "--camera": "camera", "--image-size": "image_size",
-             "--max-frames": "max_frames", "--out": "out", "--device": "device", "--paired-view": "paired_view"}
-    i = 0
-    while i < len(argv):
-        flag, eq, value = argv[i].partition("=")
-        flag = flag.replace("_", "-")
-        if flag not in names:
-            raise ConfigError(f"exolam diagnose encoder: unknown argument {argv[i]!r} (flags: {', '.join(names)})")
-        if not eq:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise ConfigError(f"{flag}: needs a value")
-            value, i = argv[i + 1], i + 1
-        key = names[flag]
-        if key == "encoder":
-            opts["encoder"].append(value)
-        elif key in opts:
-            raise ConfigError(f"{flag}: given twice ({opts[key]!r} and {value!r})")
-        elif key in ("image_size", "max_frames"):
-            try:
-                opts[key] = int(value)
-            except ValueError:
-                raise ConfigError(f"{flag} = {value!r} must be a positive integer") from None
-        else:
-            opts[key] = value
-        i += 1
-    for need in ("encoder", "data", "out"):
-        if not opts.get(need):
-            raise ConfigError(f"exolam diagnose encoder: --{need} is required (see `exolam diagnose encoder --help`)")
-    return opts
-
-
 def diagnose_encoder_command(argv: list[str]) -> int:
     """`exolam diagnose encoder ...` (USAGE); bad input raises ConfigError (the CLI prints one line, exit 2)."""
     if not argv or "-h" in argv or "--help" in argv:
         print(USAGE)
         return 0 if argv else 2
-    o = _parse(list(argv))
+    o = {k: g.value for k, g in check(list(argv), FLAGS, "diagnose encoder", "exolam diagnose encoder").items()}
+    for need in ("encoder", "data", "out"):
+        if not o.get(need):
+            raise ConfigError(f"exolam diagnose encoder: --{need} is required (see `exolam diagnose encoder --help`)")
     paired_view = None if "paired_view" not in o else PairedAugment.parse(o["paired_view"])
-    result = diagnose_encoder(o["encoder"], o["data"], o.get("camera"), o["out"], o.get("image_size"),
+    result = diagnose_encoder(list(o["encoder"]), o["data"], o.get("camera"), o["out"], o.get("image_size"),
                               o.get("max_frames", 2048), o.get("device", "cpu"), paired_view=paired_view)
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["encoders"] if r["encoder"] == name)
