@@ -103,10 +103,12 @@ def _series(summary: dict, objective: str, metric: str):
 
 
 def plot(summary: dict):
+    # the code-flip rate is the scale-free companion of the consistency loss (= flips x code distance)
     panels = [("consistency_post", "consistency loss $E\\|z-\\tilde z\\|^2$ (lower better)"),
+              ("code_flip_rate", "code-flip rate across views (scale-free)"),
               ("exo_mse_norm", "exo-region MSE / ($\\sigma^2/4$) (1 = no leak)"),
               ("probe_acc", "probe accuracy z -> a (held-out)")]
-    fig, axes = figure(1, 3, width=4.4)
+    fig, axes = figure(1, 4, width=4.0)
     for ax, (metric, title) in zip(axes, panels):
         for i, obj in enumerate(summary["objectives"]):
             x, stats = _series(summary, obj, metric)
@@ -117,7 +119,7 @@ def plot(summary: dict):
         ax.set_xlabel("noise intensity $\\sigma$")
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("")
-    axes[1].axhline(1.0, color="gray", ls=":", lw=1)
+    axes[2].axhline(1.0, color="gray", ls=":", lw=1)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Fig. 5b: practical VQ LAM on the grid world ({summary['steps']} updates, mean $\\pm$ std)",
                  fontsize=10)
