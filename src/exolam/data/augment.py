@@ -109,10 +109,15 @@ class PairedAugment:
             out = padded[:, s - dy: s - dy + h, s - dx: s - dx + w].contiguous()
         return out
 
+    def view(self, episode: int, t: int, o: torch.Tensor) -> torch.Tensor:
+        """o~ alone: the first frame of window (episode, t) under its xi~ (the o~ of `views`)."""
+        rng = random.Random(seeding.paired_augment(self.seed, episode, t))
+        return self.apply(o, self._xi(rng, o.shape[0]))
+
     def views(self, episode: int, t: int, o: torch.Tensor, o_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(o~, o~') of the window (episode, t): xi~ for o, and for o' the same xi~ or (prob. switch) a fresh one."""
         rng = random.Random(seeding.paired_augment(self.seed, episode, t))
-        xi = self._xi(rng, o.shape[0])
+        xi = self._xi(rng, o.shape[0])  # drawn first, as `view` draws it
         keep = rng.random() >= self.switch
         xi_next = self._xi(rng, o.shape[0])
         return self.apply(o, xi), self.apply(o_next, xi if keep else xi_next)

@@ -143,7 +143,7 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
         o_alt = _frames(ds, alt, picks, image_size)
         switched, env_freq = _switches(ds, picks)
     else:  # xi~ of the window starting at (e, t); every frame's view differs from it
-        o_alt = torch.stack([paired_view.views(e, t, x, x)[0] for (e, t), x in zip(picks, o)])
+        o_alt = torch.stack([paired_view.view(e, t, x) for (e, t), x in zip(picks, o)])
         switched, env_freq = torch.ones(len(picks), dtype=torch.bool), None
     rows = [measure(enc.to(device), o, o_alt, switched, env_freq, batch, device) for enc in encoders]
     rel = [r["delta_h"]["relative"] for r in rows]
@@ -175,10 +175,10 @@ def markdown(result: dict) -> str:
     for i, name in enumerate(result["ranking"], 1):
         r = by_name[name]
         dh, en = r["delta_h"], r["exo_energy"]
-        lines.append(f"| {i} | `{name}` | {'x'.join(map(str, r['feature_shape']))} | {short_num(dh['relative'])} | "
-                     f"{short_num(dh['mean'])} | {short_num(dh['max'])} | {short_num(r['delta_h_per_dim'])} | {short_num(en['switch_freq'])} | "
-                     f"{short_num(en['energy'])} | {short_num(r['env_switch_freq'])} | {short_num(r['energy_env'])} | "
-                     f"{short_num(r['frames_per_s'])} |")
+        cells = [dh["relative"], dh["mean"], dh["max"], r["delta_h_per_dim"], en["switch_freq"], en["energy"],
+                 r["env_switch_freq"], r["energy_env"], r["frames_per_s"]]
+        lines.append(f"| {i} | `{name}` | {'x'.join(map(str, r['feature_shape']))} | "
+                     + " | ".join(short_num(c) for c in cells) + " |")
     lines += ["", "relative delta_h = E||f(I) - f(I_alt)||^2 / E||f(I_i) - f(I_j)||^2 (pairs of other frames): "
               "0 = f ignores the exogenous state, ~1 = f moves as much with it as between unrelated frames. "
               "Raw delta_h values depend on each encoder's dimension and scale; compare the relative column. "
@@ -200,6 +200,7 @@ def diagnose_encoder_command(argv: list[str]) -> int:
                               o.get("max_frames", 2048), o.get("device", "cpu"), paired_view=paired_view)
     for i, name in enumerate(result["ranking"], 1):
         r = next(r for r in result["encoders"] if r["encoder"] == name)
-        print(f"{i}. {name}: relative delta_h {short_num(r['delta_h']['relative'])}, delta_h mean {short_num(r['delta_h']['mean'])}")
+        dh = r["delta_h"]
+        print(f"{i}. {name}: relative delta_h {short_num(dh['relative'])}, delta_h mean {short_num(dh['mean'])}")
     print(f"wrote {Path(o['out']) / 'encoder.md'} ({PLAIN})")
     return 0

@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from exolam.data.augment import NAME as AUGMENT
 from exolam.experiments.plotting import close, figure
 from exolam.fileio import finite_json
 
@@ -109,7 +110,7 @@ def markdown(res: dict, figs: list[str]) -> str:
     if p["measured"]:
         L += [f"- paired view: {'`' + res['paired_view'] + '`' if res.get('paired_view') else 'n/a'}"
               + (" (drawn by augmentation, data/augment.py: it tests colour and framing changes only)"
-                 if str(res.get("paired_view", "")).startswith("augment") else " (recorded in the dataset)"),
+                 if str(res.get("paired_view", "")).startswith(AUGMENT) else " (recorded in the dataset)"),
               f"- consistency relative E||z - z~||^2 / E||z - mean z||^2: {_f(p['consistency_relative'])} "
               f"(0: same z under both exogenous states; 2: independent)",
               f"- code-flip rate: {_f(p['code_flip_rate'])}; windows whose paired view equals the data: "
