@@ -1,9 +1,12 @@
 """The practical VQ LAM (Sec. 5, App. C Table 2): shapes, quantization, learning, bf16, channels_last."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from exolam.errors import ConfigError
+from exolam.fileio import from_jsonable, to_jsonable
 from exolam.models.base import IDMOutput
 from exolam.models.vq import VQLAM, VQLAMConfig
 
@@ -115,8 +118,52 @@ def test_bf16_autocast_and_channels_last():
 @pytest.mark.parametrize(
     "field, value",
     [("d_z", 0), ("codebook_size", -1), ("commitment", -0.5), ("frame", 5), ("fdm_channels", (32, 32)),
-     ("idm_channels", ()), ("ema_decay", 1.0)],
+     ("idm_channels", ()), ("ema_decay", 1.0), ("codebook_update", "kmeans")],
 )
 def test_bad_config_raises(field, value):
     with pytest.raises(ConfigError, match=field):
         VQLAM(VQLAMConfig(**{field: value}))
+
+
+def test_codebook_loss_is_the_vq_vae_term():
+    """codebook_update='loss': grad wrt e_k of ||sg(z_e) - e_k||^2 (weight 1), wrt z_e of beta ||z_e - sg(e_k)||^2."""
+    torch.manual_seed(0)
+    lam = VQLAM(dataclasses.replace(SMALL, codebook_update="loss")).train()
+    o, o_next = _batch(32)
+    out = lam.idm(o, o_next)
+    out.z_pre.retain_grad()
+    out.loss.backward()
+    e = lam.codebook.detach()
+    e_k, z_e = e[out.codes], out.z_pre.detach()
+    n = z_e.numel()
+    want_e = torch.zeros_like(e).index_add_(0, out.codes, 2 * (e_k - z_e) / n)
+    grads = [p.grad for n_, p in lam.vq.named_parameters() if p.grad is not None]
+    assert len(grads) == 1
+    torch.testing.assert_close(grads[0].reshape(e.shape), want_e)
+    torch.testing.assert_close(out.z_pre.grad, SMALL.commitment * 2 * (z_e - e_k) / n)
+
+
+def test_codebook_ema_and_loss_learn():
+    """Both codebook updates move the codebook during training; the EMA one never by gradient."""
+    for update in ("ema", "loss"):
+        torch.manual_seed(0)
+        lam = VQLAM(dataclasses.replace(SMALL, codebook_update=update)).train()
+        before = lam.codebook.detach().clone()
+        opt = torch.optim.Adam(lam.parameters(), lr=1e-2)
+        o, o_next = _batch(32)
+        for _ in range(5):
+            recon, vq_loss = _recon_loss(lam, o, o_next)
+            opt.zero_grad()
+            (recon + vq_loss).backward()
+            opt.step()
+        assert not torch.allclose(lam.codebook, before)
+        assert any(p.requires_grad for p in lam.vq.parameters()) == (update == "loss")
+
+
+def test_late_field_leaves_old_specs_unchanged():
+    """codebook_update at its default is not written, so checkpoints from before it still resume."""
+    assert "codebook_update" not in to_jsonable(VQLAMConfig())
+    assert to_jsonable(VQLAMConfig(codebook_update="loss"))["codebook_update"] == "loss"
+    assert from_jsonable(VQLAMConfig, to_jsonable(VQLAMConfig())) == VQLAMConfig()
+    with pytest.raises(ConfigError, match="ema_decay"):
+        VQLAM(VQLAMConfig(codebook_update="loss", ema_decay=0.99))

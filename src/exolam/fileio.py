@@ -128,9 +128,16 @@ def read_json(path: Path, fix: str) -> dict:
     return data
 
 
+LATE = "late"
+"""Field metadata flag of a config field added after runs were recorded: `to_jsonable` leaves it out
+while it holds its default, so the specs (resume keys) of those runs stay as they were."""
+
+
 def to_jsonable(obj):
+    """Dataclasses -> dicts (fields marked LATE left out at their default), tuples -> lists, paths -> str."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get(LATE) and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(x) for x in obj]
     if isinstance(obj, Path):

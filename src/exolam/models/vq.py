@@ -7,7 +7,13 @@
 Bottleneck (VQ-VAE, van den Oord et al. 2017): the FDM sees z = z_e + sg(e_k - z_e) (straight-through
 estimator, so reconstruction gradients reach the IDM), the loss adds beta * ||z_e - sg(e_k)||^2
 (commitment, beta = 0.25, mean over dims), and the codebook follows an exponential moving average of
-the encoder outputs assigned to each code (no codebook gradient). This is
+the encoder outputs assigned to each code (no codebook gradient; `codebook_update="ema"`, decay
+`ema_decay`). The paper names only beta, so the codebook update is a free choice; `codebook_update="loss"`
+learns the codebook by gradient instead, with the VQ-VAE codebook term (Eq. 3 of van den Oord et al.):
+
+    L_VQ = ||sg(z_e) - e_k||^2 + beta * ||z_e - sg(e_k)||^2
+
+This is
 `vector_quantize_pytorch.VectorQuantize` with `rotation_trick=False` (its default for dim > 1 is the
 rotation trick; we keep the plain STE of a VQ-VAE, which the paper describes).
 
@@ -38,6 +44,7 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from exolam.errors import ConfigError, check_positive_int, check_range
+from exolam.fileio import LATE
 from exolam.models.base import LAM, IDMOutput
 
 
@@ -54,6 +61,8 @@ class VQLAMConfig:
     commitment: float = 0.25  # beta
     fdm_channels: tuple[int, int, int, int] = (32, 32, 32, 32)  # psi_FDM UNet conv channels
     ema_decay: float = 0.8  # codebook EMA decay (vector-quantize-pytorch default; not in the paper)
+    codebook_update: str = dataclasses.field(default="ema", metadata={LATE: True})
+    """ema: e_j follow an EMA of their z_e (decay ema_decay); loss: learnt by the VQ-VAE codebook loss"""
 
     def validate(self) -> "VQLAMConfig":
         for name in ("in_channels", "frame", "idm_hidden", "d_z", "codebook_size"):
@@ -70,6 +79,11 @@ class VQLAMConfig:
             check_positive_int(f"model.fdm_channels[{i}]", c)
         check_range("model.commitment", self.commitment, 0.0, None)
         check_range("model.ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        if self.codebook_update not in ("ema", "loss"):
+            raise ConfigError(f"model.codebook_update = {self.codebook_update!r} must be 'ema' or 'loss'")
+        if self.codebook_update == "loss" and self.ema_decay != VQLAMConfig.ema_decay:
+            raise ConfigError(f"model.ema_decay = {self.ema_decay} has no effect with model.codebook_update = "
+                              "'loss' (no EMA); leave it at its default")
         return self
 
 
@@ -139,6 +153,8 @@ class VQLAM(LAM):
             commitment_weight=self.cfg.commitment,
             decay=self.cfg.ema_decay,
             rotation_trick=False,  # plain straight-through estimator (VQ-VAE)
+            ema_update=self.cfg.codebook_update == "ema",
+            learnable_codebook=self.cfg.codebook_update == "loss",
         )
         self.fdm_net = UNetFDM(self.cfg)
 
@@ -156,6 +172,10 @@ class VQLAM(LAM):
         z_pre = self.idm_net(o, o_next)
         frozen = not (self.training and torch.is_grad_enabled())
         z, codes, loss = self.vq(z_pre, freeze_codebook=frozen)
+        if self.cfg.codebook_update == "loss" and not frozen:
+            # the library's term is beta * ||z_e - e_k||^2 into both; top the codebook's share up to weight 1
+            e_k = self.vq.codebook[codes]
+            loss = loss + (1.0 - self.cfg.commitment) * F.mse_loss(e_k.float(), z_pre.detach().float())
         if not self.training:
             loss = self.cfg.commitment * F.mse_loss(z_pre.float(), z.detach().float())
         return IDMOutput(z=z, z_pre=z_pre, codes=codes, loss=loss)
