@@ -162,6 +162,13 @@ def test_vq_labels_carry_codes(free, tmp_path):
                                atol=1e-6)
 
 
+def test_vq_codebook_update_loss_is_recorded(free, tmp_path):
+    """--codebook-update loss reaches the model: its checkpoint rebuilds a gradient-learned codebook."""
+    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --steps 2 --codebook-update loss {TINY_VQ}".split()) == 0
+    lam = checkpoint.load_model(tmp_path / "vq" / "checkpoint")
+    assert lam.cfg.codebook_update == "loss" and any(p.requires_grad for p in lam.vq.parameters())
+
+
 def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     from test_data_lerobot import CAM, write_v21  # the hand-written v2.1 folder of the reader's tests
 
@@ -184,6 +191,8 @@ def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     ("--objective lam+robust-action:1", "needs action labels, but .* has no 'action'"),
     ("--model vq --encoder ema", "--encoder applies to --model lapo only"),
     ("--model vq --encoder efficientnet-lite0", "--encoder applies to --model lapo only"),
+    ("--codebook-update loss", "--codebook-update applies to --model vq only"),
+    ("--model vq --codebook-update kmeans", "--codebook-update = 'kmeans' must be one of"),
     ("--encoder efficientnet-lite0:pooled", "gives one feature vector per frame; .* spatial feature map"),
     ("--encoder hf:/nonexistent/dino:cls", "gives one feature vector per frame"),
     ("--encoder hf:/nonexistent/dino", "encoder hf:/nonexistent/dino: .* not a folder holding config.json"),

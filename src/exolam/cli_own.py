@@ -2,7 +2,7 @@
 
     exolam train --data PATH --out DIR [--camera KEY] [--image-size 64] [--frame-gap 1] [--model lapo|vq]
                  [--encoder pixels|ema|SPEC] [--proj-channels C] [--objective lam+xexo:1+robust-action:1] [--label-fraction f]
-                 [--d-z N] [--idm-channels W ...] [--fdm-channels W ...] [--steps N] [--batch-size B] [--lr LR]
+                 [--codebook-update ema|loss] [--d-z N] [--idm-channels W ...] [--fdm-channels W ...] [--steps N] [--batch-size B] [--lr LR]
                  [--seed S] [--devices N] [--strategy auto|ddp|ddp_spawn] [--precision auto|32|bf16-mixed]
                  [--num-workers W] [--device cpu|cuda] [--save-every N] [--log-every N]
     exolam label --checkpoint C --data D --out O [--camera KEY] [--batch-size B] [--device cpu|cuda]

@@ -90,6 +90,8 @@ class TrainOwnConfig:
     """robust-action only: fraction of episodes whose actions are used"""
     paired_view: str | None = None
     """xexo only: augment[:color=C,shift=P,switch=Q] draws the paired view by augmentation (else <camera>_alt)"""
+    codebook_update: Literal["ema", "loss"] | None = None
+    """vq only: the codebook follows an EMA of its inputs (default) or learns by the VQ-VAE loss"""
     d_z: int | None = None
     """latent action dim (default: lapo 8, vq 32)"""
     idm_channels: tuple[int, ...] | None = None
@@ -131,6 +133,8 @@ class TrainOwnConfig:
         if self.encoder is not None and self.encoder.strip().rpartition(":")[2] in ("pooled", "cls"):
             raise ConfigError(f"--encoder = {self.encoder!r} gives one feature vector per frame; the lapo LAM's conv "
                               "IDM/FDM need a spatial feature map (drop ':pooled' / ':cls')")
+        if self.codebook_update is not None and self.model != "vq":
+            raise ConfigError(f"--codebook-update applies to --model vq only (the {self.model} LAM has no codebook)")
         if self.proj_channels is not None:
             check_positive_int("--proj-channels", self.proj_channels)
             if (self.encoder or "pixels").strip() in ("pixels", "ema"):
@@ -257,7 +261,8 @@ def plan(cfg: TrainOwnConfig) -> Plan:
                 extra["proj_channels"] = cfg.proj_channels
         model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **extra)
     else:
-        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
+        update = {"codebook_update": cfg.codebook_update} if cfg.codebook_update else {}
+        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **update)
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
     return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
