@@ -111,15 +111,12 @@ def check(args: list[str], table: dict[str, Flag], where: str, usage: str, *,
         flag = table[spelling]
         if flag.path in set_by:
             raise ConfigError(f"{typed}: {set_by[flag.path]}")
-        if flag.path in given and flag.repeat:
-            first = given[flag.path]
-            raw = first.raw + raw
-            given[flag.path] = Given(flag, first.typed, raw, _value(flag, raw))
-            continue
         if flag.path in given:
             first = given[flag.path]
-            raise ConfigError(f"{flag.name} given twice: {' '.join((first.typed,) + first.raw)!r} and "
-                              f"{' '.join((typed,) + raw)!r}")
+            if not flag.repeat:
+                raise ConfigError(f"{flag.name} given twice: {' '.join((first.typed,) + first.raw)!r} and "
+                                  f"{' '.join((typed,) + raw)!r}")
+            typed, raw = first.typed, first.raw + raw  # a repeatable flag adds its values
         given[flag.path] = Given(flag, typed, raw, _value(flag, raw))
     return given
 

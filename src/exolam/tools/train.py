@@ -261,8 +261,7 @@ def plan(cfg: TrainOwnConfig) -> Plan:
                 extra["proj_channels"] = cfg.proj_channels
         model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **extra)
     else:
-        update = {"codebook_update": cfg.codebook_update} if cfg.codebook_update else {}
-        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **update)
+        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
     return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
@@ -270,7 +269,8 @@ def plan(cfg: TrainOwnConfig) -> Plan:
 
 
 def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
-    sizes = {k: getattr(cfg, k) for k in ("d_z", "idm_channels", "fdm_channels") if getattr(cfg, k) is not None}
+    sizes = {k: getattr(cfg, k) for k in ("d_z", "idm_channels", "fdm_channels", "codebook_update")
+             if getattr(cfg, k) is not None}
     try:
         return dataclasses.replace(model_cfg, **fixed, **{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                                           for k, v in sizes.items()}).validate()
