@@ -59,14 +59,29 @@ def test_tiny_run_writes_files_plot_and_claims(tmp_path, mod, n_rows):
     assert len(list((run.path / "checkpoints").glob("*/model.safetensors"))) == n_rows
 
 
-def test_swap_reuses_gridworld_checkpoints(tmp_path):
+def test_swap_reuses_gridworld_rows_and_checkpoints(tmp_path):
     _, grid = _run(gridworld, tmp_path)
+    full = grid.results_csv.read_text()
+    grid._write(grid.rows()[:5], gridworld.plan(_tiny(gridworld)))  # 5 rows recorded, 7 only as checkpoints
     cfg = _tiny(swap)
     run = RunDir(tmp_path, swap.NAME).open(to_jsonable(cfg))
     msgs = []
     swap.run(cfg, run, 0, log=msgs.append)
+    assert any("5 of 12 rows taken from" in m for m in msgs)
     assert any("12 of 12 jobs can be evaluated from existing checkpoints" in m for m in msgs)
-    assert run.results_csv.read_text() == grid.results_csv.read_text()  # same bytes (NaN != NaN in dicts)
+    assert run.results_csv.read_text() == full  # same bytes either way (NaN != NaN in dicts)
+
+
+def test_swap_takes_rows_only_from_the_same_config(tmp_path):
+    _, grid = _run(gridworld, tmp_path)
+    cfg = _tiny(swap)
+    cfg.seeds = 1  # another config: its rows are not taken, but each job's exact spec has a checkpoint
+    run = RunDir(tmp_path, swap.NAME).open(to_jsonable(cfg))
+    msgs = []
+    swap.run(cfg, run, 0, log=msgs.append)
+    assert any("ran another config" in m for m in msgs) and not any("rows taken" in m for m in msgs)
+    assert any("6 of 6 jobs can be evaluated from existing checkpoints" in m for m in msgs)
+    assert repr([r for r in grid.rows() if r["seed"] == 0]) == repr(run.rows())  # repr: NaN != NaN
 
 
 @pytest.mark.parametrize("mod, change, field", [

@@ -77,7 +77,7 @@ class RunDir:
             return
         if self.config_json.exists():
             recorded = read_json(self.config_json, "restore it, or remove the folder or choose another --out")
-            if _identity(recorded) != _identity(json.loads(json.dumps(config))):
+            if not same_config(recorded, config):
                 raise ConfigError(f"{self.path}: holds a finished or partial run with a different config.json; "
                                   "choose another --out or remove that folder")
         elif self.results_csv.exists():
@@ -224,6 +224,11 @@ class RunDir:
 # where and how a run executes, not what it computes: a sweep may resume on another machine (a GPU,
 # N processes per model); rows say where they ran (the grid world's `device` column)
 EXECUTION = ("device", "train.devices", "train.strategy", "train.save_every", "train.log_every")
+
+
+def same_config(recorded: dict, config: dict) -> bool:
+    """Whether a recorded config.json and `config` describe one run (execution fields aside)."""
+    return _identity(recorded) == _identity(json.loads(json.dumps(config)))
 
 
 def _identity(config: dict) -> dict:

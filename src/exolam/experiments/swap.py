@@ -14,10 +14,13 @@ xi' makes it copy the bottom row of o~' instead. Paper (LAPA on Bridge V2 / OXE-
 Recon. drops 1.4 dB (the augmentation's own distribution shift). Here the augmentation is in-
 distribution (o~ is drawn exactly like o), so gap_aug ~ 0 and any gap_swap is due to z carrying xi'.
 
-Runs: the same (sigma, objective, seed) jobs as `gridworld`. With `reuse_gridworld` (default) a job
-whose exact spec already has a checkpoint in `<out>/gridworld/checkpoints` is evaluated from it
-instead of trained, so after `reproduce gridworld` this experiment costs only the evaluation; else it
-trains its own models (same code, same numbers). Every row carries the same metrics as gridworld's.
+Runs: the same (sigma, objective, seed) jobs as `gridworld`, and every gridworld row already carries
+these metrics. With `reuse_gridworld` (default), when `<out>/gridworld` ran this very config its
+recorded rows are taken as they are (evaluating the same checkpoint writes the same bytes; tested),
+so a committed sweep needs neither its checkpoints, which stay on the machine that trained them, nor
+a retraining; a job without such a row whose exact spec has a checkpoint in
+`<out>/gridworld/checkpoints` is evaluated from it; any other job is trained here (same code, same
+numbers).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import math
 from exolam.experiments import gridworld
 from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.vqlam import run_jobs
-from exolam.runio import RunDir
+from exolam.fileio import to_jsonable
+from exolam.runio import RunDir, same_config
 
 NAME = "swap"
 KEYS = gridworld.KEYS
@@ -58,8 +62,30 @@ def plan(cfg: Config) -> list[tuple[str, int]]:
 
 def run(cfg: Config, run_dir: RunDir, jobs_parallel: int | None = None, log=print) -> None:
     cfg.validate()
-    reuse = [run_dir.path.parent / gridworld.NAME / "checkpoints"] if cfg.reuse_gridworld else []
+    grid = RunDir(run_dir.path.parent, gridworld.NAME)
+    if cfg.reuse_gridworld:
+        take_gridworld_rows(cfg, run_dir, grid, log)
+    reuse = [grid.path / "checkpoints"] if cfg.reuse_gridworld else []
     run_jobs(gridworld.jobs(cfg), run_dir, jobs_parallel=jobs_parallel, device=cfg.device, reuse=reuse, log=log)
+
+
+def take_gridworld_rows(cfg: Config, run_dir: RunDir, grid: RunDir, log=print) -> None:
+    """Record in run_dir the rows of its shard that `grid` (a gridworld run of this very config, merged
+    results.csv or shard files) already holds; nothing when grid ran another config or is absent."""
+    if not grid.config_json.exists():
+        return
+    mine = {k: v for k, v in to_jsonable(cfg).items() if k != "reuse_gridworld"}
+    if not same_config(grid.config(), mine):
+        log(f"  {run_dir.name}: {grid.path} ran another config; its rows are not reused")
+        return
+    order = gridworld.plan(cfg)
+    wanted = {key for i, key in enumerate(order) if run_dir.in_shard(i)} - run_dir.done_keys()
+    rows = {}
+    for f in [grid.merged_csv] + grid.shard_files():
+        rows.update({(r["config"], int(r["seed"])): r for r in grid.rows(f) if (r["config"], int(r["seed"])) in wanted})
+    if rows:
+        run_dir.append(list(rows.values()), order=order)
+        log(f"  {run_dir.name}: {len(rows)} of {len(wanted)} rows taken from {grid.merged_csv} (same config)")
 
 
 def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
