@@ -1,10 +1,11 @@
-"""Run from the repository root on the machine that holds the checkpoints (gitignored):
+"""Run from the repository root (the checkpoints it reads are gitignored, so only those trained on
+this machine are here):
     python docs/results/gridworld-full/analysis/code_scale.py
 
 Is a lower consistency loss (Fig. 5b: E||z - z~||^2 after VQ) fewer code flips, or codes that lie
 closer together? The loss is flip rate x the mean squared distance between the two codes of a flipped
 pair, so a LAM whose codebook shrinks scores lower with the same flips. For every finished checkpoint
-at sigma > 0 this recomputes, on its held-out split (the same data as its results.csv row):
+at sigma > 0 here this recomputes, on its held-out split (the same data as its results.csv row):
 
     consistency   E||z - z~||^2 post-VQ (= the row's consistency_post)
     flip          P[code(o, o') != code(o~, o~')] (= code_flip_rate)
@@ -12,8 +13,12 @@ at sigma > 0 this recomputes, on its held-out split (the same data as its result
     relative      E||z - z~||^2 / E||z - E z||^2 (metrics.encoder.target_robustness): scale-free;
                   0 = the same code under both views, its chance level = independent codes
 
-and writes the table next to this file as code_scale.txt.
+Each checkpoint's row is kept in code_scale.csv beside this file: a rerun on another machine (the
+sweep resumed there) recomputes the rows of the checkpoints it holds and keeps the others as
+recorded (the rows of the first machine were read back from its code_scale.txt, so they carry its
+3 or 2 decimals). The table, with mean +- std over seeds, goes to code_scale.txt.
 """
+import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -27,7 +32,12 @@ from exolam.train import checkpoint
 
 torch.set_num_threads(1)
 HERE = Path(__file__).resolve().parent
-rows = defaultdict(list)
+COLS = ["sigma", "objective", "seed", "consistency", "flip", "flip_dist", "relative", "chance"]
+table = HERE / "code_scale.csv"
+recorded = {}
+if table.exists():
+    for r in csv.DictReader(open(table)):
+        recorded[(float(r["sigma"]), r["objective"], int(r["seed"]))] = [float(r[c]) for c in COLS[3:]]
 for folder in sorted((HERE.parent / "gridworld" / "checkpoints").glob("sigma=*")):
     meta = checkpoint.read_config(folder)
     if meta.get("step") != meta.get("steps") or meta["spec"]["env"]["sigma"] == 0:
@@ -40,8 +50,16 @@ for folder in sorted((HERE.parent / "gridworld" / "checkpoints").glob("sigma=*")
     cons = float((a.z - b.z).pow(2).sum(1).mean())
     flip = float((a.codes != b.codes).double().mean())
     rob = target_robustness(a.z, b.z)
-    rows[(spec["env"]["sigma"], spec["objective"])].append(
-        (spec["seed"], cons, flip, cons / flip if flip else float("nan"), rob["relative"], rob["independent"]))
+    recorded[(spec["env"]["sigma"], spec["objective"], spec["seed"])] = [
+        cons, flip, cons / flip if flip else float("nan"), rob["relative"], rob["independent"]]
+with open(table.with_suffix(".tmp"), "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(COLS)
+    w.writerows([*key, *vals] for key, vals in sorted(recorded.items()))
+table.with_suffix(".tmp").replace(table)
+rows = defaultdict(list)
+for (sigma, obj, seed), vals in recorded.items():
+    rows[(sigma, obj)].append((seed, *vals))
 
 lines = ["sigma  objective            seed  consistency  flip   flip dist  relative  chance",
          "-----  -------------------  ----  -----------  -----  ---------  --------  ------"]
