@@ -38,9 +38,13 @@ from av.video.reformatter import VideoReformatter
 
 from exolam.errors import ConfigError
 
-CODECS = {  # info.json name -> (PyAV encoder, options)
-    "av1": ("libsvtav1", {"g": "2", "crf": "30", "preset": "10"}),
-    "h264": ("libx264", {"g": "2", "crf": "23"}),
+# info.json name -> (PyAV encoder, options). Both encoders run single-threaded: SVT-AV1 with more than
+# one thread (lp > 1) is not deterministic (the same frames gave different decoded pixels in 2 of 4 CI
+# runs), and a thread count taken from the machine would make the bytes depend on it; collection is
+# parallel across processes (--jobs) instead.
+CODECS = {
+    "av1": ("libsvtav1", {"g": "2", "crf": "30", "preset": "10", "svtav1-params": "lp=1"}),
+    "h264": ("libx264", {"g": "2", "crf": "23", "threads": "1"}),
 }
 PIX_FMT = "yuv420p"
 SEEK_GAP = 8  # decode forward instead of seeking when the next frame is at most this far ahead
