@@ -69,8 +69,10 @@ def test_resume_equals_uninterrupted(full, tmp_path, monkeypatch):
     for e in range(EPISODES):
         for key in NUMERIC + ("frame_index", "episode_index", "index", "timestamp"):
             np.testing.assert_array_equal(a.column(key, e), b.column(key, e), err_msg=f"{key} episode {e}")
-        for key in VIDEOS:
-            np.testing.assert_array_equal(a.frames(key, e), b.frames(key, e), err_msg=f"{key} episode {e}")
+        for key in VIDEOS:  # the staged frames are equal; libx264 does not always encode them to the same
+            # bitstream (README, "Datasets": about 1 in 10 collections, 0.1 of 255 levels on average)
+            diff = np.abs(a.frames(key, e).astype(int) - b.frames(key, e).astype(int))
+            assert diff.mean() < 1.0, f"{key} episode {e}: decoded frames differ by {diff.mean():.2f} levels on average"
     assert collect(CFG, policy, tmp_path, EPISODES, STEPS, SEED) == mine and made == [0, 2]  # finished
 
 

@@ -56,9 +56,12 @@ def test_every_stage_gives_a_row(quick):
 
 
 def test_same_seed_same_row(quick, tmp_path):
+    # on the quick run's own dataset: libx264 does not always encode the same frames to the same
+    # bitstream (README, "Datasets"), so a second collection is equal only to codec noise
     out, expert = quick
     assert main(["reproduce", "control", "--quick", "--seeds", "1", "--jobs", "0", "--expert", str(expert),
-                 "--variants", "lam+robust-flow:1", "--out", str(tmp_path)]) == 0
+                 "--variants", "lam+robust-flow:1", "--data", str(out / "control" / "data" / "dataset"),
+                 "--out", str(tmp_path)]) == 0
     again = [r for r in rows(tmp_path) if r["method"] == "lam+robust-flow:1"][0]
     first = [r for r in rows(out) if r["method"] == "lam+robust-flow:1"][0]
     assert again == first

@@ -38,11 +38,9 @@ from av.video.reformatter import VideoReformatter
 
 from exolam.errors import ConfigError
 
-# info.json name -> (PyAV encoder, options). Both encoders run single-threaded: SVT-AV1 is reported
-# not deterministic with more than one thread (lp > 1), and with it two tests that recollect the same
-# episodes (resume = uninterrupted, same seed = same row) failed in 2 of 4 clean-clone runs; and a
-# thread count taken from the machine would make the bytes depend on it. Collection is parallel
-# across processes (--jobs) instead.
+# info.json name -> (PyAV encoder, options). Both encoders run single-threaded, so a file's bytes do
+# not depend on the machine's core count (collection is parallel across processes, --jobs). Even so,
+# libx264 occasionally encodes identical frames to another bitstream on some CPUs (README, "Datasets").
 CODECS = {
     "av1": ("libsvtav1", {"g": "2", "crf": "30", "preset": "10", "svtav1-params": "lp=1"}),
     "h264": ("libx264", {"g": "2", "crf": "23", "threads": "1"}),
