@@ -165,8 +165,16 @@ class RunDir:
 
     def merge(self, order: list[tuple[str, int]]) -> list[dict]:
         """Fold every shard's rows into results.csv, in plan `order`: exactly the file an unsharded run
-        writes. A (config, seed) two files record differently is refused. Shard files stay (a shard still
-        running may add rows; merging again is idempotent)."""
+        writes. Shard files stay (a shard still running may add rows; merging again is idempotent)."""
+        rows = self.recorded()
+        if self.shard_files():
+            merged = RunDir(self.path.parent, self.name)
+            merged._write(list(rows.values()), order)
+        return self.rows(self.merged_csv)
+
+    def recorded(self) -> dict[tuple[str, int], dict]:
+        """Every row of results.csv and of the shard files, by (config, seed); writes nothing. A
+        (config, seed) two files record differently is refused."""
         rows: dict[tuple[str, int], dict] = {}
         where: dict[tuple[str, int], Path] = {}
         for f in [self.merged_csv] + self.shard_files():
@@ -177,10 +185,7 @@ class RunDir:
                                       "different code or configs?); remove one of them")
                 rows.setdefault(key, r)
                 where.setdefault(key, f)
-        if self.shard_files():
-            merged = RunDir(self.path.parent, self.name)
-            merged._write(list(rows.values()), order)
-        return self.rows(self.merged_csv)
+        return rows
 
     def append(self, new_rows: list[dict], order: list[tuple[str, int]] | None = None) -> None:
         """Record finished rows (rewrites the csv atomically); the only writer of results.csv.

@@ -34,6 +34,7 @@ from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.vqlam import run_jobs
 from exolam.fileio import to_jsonable
 from exolam.runio import RunDir, same_config
+from exolam.train.sweep import shard_items
 
 NAME = "swap"
 KEYS = gridworld.KEYS
@@ -79,10 +80,8 @@ def take_gridworld_rows(cfg: Config, run_dir: RunDir, grid: RunDir, log=print) -
         log(f"  {run_dir.name}: {grid.path} ran another config; its rows are not reused")
         return
     order = gridworld.plan(cfg)
-    wanted = {key for i, key in enumerate(order) if run_dir.in_shard(i)} - run_dir.done_keys()
-    rows = {}
-    for f in [grid.merged_csv] + grid.shard_files():
-        rows.update({(r["config"], int(r["seed"])): r for r in grid.rows(f) if (r["config"], int(r["seed"])) in wanted})
+    wanted = set(shard_items(order, run_dir)) - run_dir.done_keys()
+    rows = {key: r for key, r in grid.recorded().items() if key in wanted}
     if rows:
         run_dir.append(list(rows.values()), order=order)
         log(f"  {run_dir.name}: {len(rows)} of {len(wanted)} rows taken from {grid.merged_csv} (same config)")

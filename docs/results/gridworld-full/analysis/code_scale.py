@@ -19,6 +19,7 @@ recorded (the rows of the first machine were read back from its code_scale.txt, 
 3 or 2 decimals). The table, with mean +- std over seeds, goes to code_scale.txt.
 """
 import csv
+import io
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from exolam.envs.gridworld import GridWorldConfig, make_dataset
-from exolam.fileio import from_jsonable
+from exolam.fileio import atomic_write, from_jsonable
 from exolam.metrics.encoder import target_robustness
 from exolam.train import checkpoint
 
@@ -52,11 +53,9 @@ for folder in sorted((HERE.parent / "gridworld" / "checkpoints").glob("sigma=*")
     rob = target_robustness(a.z, b.z)
     recorded[(spec["env"]["sigma"], spec["objective"], spec["seed"])] = [
         cons, flip, cons / flip if flip else float("nan"), rob["relative"], rob["independent"]]
-with open(table.with_suffix(".tmp"), "w", newline="") as f:
-    w = csv.writer(f, lineterminator="\n")
-    w.writerow(COLS)
-    w.writerows([*key, *vals] for key, vals in sorted(recorded.items()))
-table.with_suffix(".tmp").replace(table)
+buf = io.StringIO()
+csv.writer(buf, lineterminator="\n").writerows([COLS, *([*key, *vals] for key, vals in sorted(recorded.items()))])
+atomic_write(table, buf.getvalue())
 rows = defaultdict(list)
 for (sigma, obj, seed), vals in recorded.items():
     rows[(sigma, obj)].append((seed, *vals))
