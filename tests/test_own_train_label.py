@@ -231,7 +231,7 @@ def test_label_refuses_incompatible_checkpoints(run, data, tmp_path):
         label_dataset(data, data, tmp_path / "o")
     with pytest.raises(ConfigError, match="'front' is not a camera"):
         label_dataset(run / "checkpoint", data, tmp_path / "o", camera="front")
-    with pytest.raises(ConfigError, match="inside the dataset"):
+    with pytest.raises(ConfigError, match="lies inside --data"):
         label_dataset(run / "checkpoint", data, Path(data) / "labels")
     assert not (tmp_path / "o").exists() and not (Path(data) / "labels").exists()
 

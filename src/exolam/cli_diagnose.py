@@ -4,15 +4,20 @@
                     [--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]
 
 C is an exolam checkpoint folder (`exolam.load`) or the --out of `exolam train`, D a LeRobot dataset
-(v3.0 or v2.1), R a new folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. Frames are
-resized only when the checkpoint records the image_size it was trained at (its data spec); otherwise
-the camera's frames must have the LAM's channels and size. Bad input (a missing checkpoint, a camera
-not in D, frames of another size) ends in one line, exit code 2, nothing written. Consistency and the
+(v3.0 or v2.1), R a new folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. A
+checkpoint trained on LeRobot video is checked against D exactly as `exolam label` checks it
+(tools/train.py `input_camera`): its camera by default (D without it is refused; --camera reads
+another on purpose), frames of the size and channels it was trained on, resized to its image size.
+Other checkpoints read the camera's frames as they are, which must have the LAM's channels and size.
+Bad input (a missing checkpoint, a camera not in D, frames of another size, R inside D) ends in one
+line, exit code 2, nothing written. Consistency and the
 xi'-swap test need a paired view: D's `<camera>_alt`, or `--paired-view augment` (data/augment.py: a
 colour / camera augmentation drawn per window from --seed; it replaces `<camera>_alt` where D has one).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from exolam.cliargs import Flag, check
 from exolam.errors import ConfigError
@@ -41,25 +46,24 @@ def diagnose_command(argv: list[str]) -> int:
     from exolam.data.augment import PairedAugment
     from exolam.data.lerobot import open_dataset
     from exolam.fileio import fresh_out
+    from exolam.outdir import check_outside
     from exolam.tools.diagnose import diagnose
-    from exolam.train.checkpoint import in_run, load_model, read_config
+    from exolam.tools.train import checkpoint_input, input_camera
+    from exolam.train.checkpoint import in_run, load_model
 
     paired_view = None
     if "paired_view" in value:
         paired_view = PairedAugment.parse(value["paired_view"], value.get("seed", 0))
     fresh_out(value["out"])  # refuse an occupied --out before loading anything
     ckpt = in_run(value["checkpoint"])
+    check_outside(Path(value["out"]), {"--data": value["data"], "--checkpoint": ckpt})
+    _, inp = checkpoint_input(ckpt, required=False)
     lam = load_model(ckpt)
-    data_spec = read_config(ckpt).get("data") or {}
-    data_spec = data_spec if isinstance(data_spec, dict) else {}
-    image_size = data_spec.get("image_size")
-    if not (isinstance(image_size, int) and image_size > 0):
-        image_size = None
-    trained_on = (data_spec.get("fields") or {}).get("o") if isinstance(data_spec.get("fields"), dict) else None
-    if "camera" not in value and trained_on in open_dataset(value["data"]).features:
-        value["camera"] = trained_on  # default: the camera the LAM was trained on
-    if "frame_gap" not in value and isinstance(data_spec.get("frame_gap"), int):
-        value["frame_gap"] = data_spec["frame_gap"]  # default: the LAM's own k
+    image_size = None
+    if inp is not None:  # a LAM trained on LeRobot video: its camera, size and channels, checked as label does
+        value["camera"] = input_camera(ckpt, inp, open_dataset(value["data"]), value.get("camera"))
+        image_size = inp["image_size"]
+        value.setdefault("frame_gap", inp["frame_gap"])  # default: the LAM's own k
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -11,12 +11,15 @@ otherwise. One episode is held in memory at a time (pass image_size for long hig
 Resumable and atomic (the pattern of `envs/control_collect.py`): each checked episode is saved to the
 sibling folder `<out parent>/.<out name>.import-staging/episode_{i:06d}.npz` (temporary name, fsync,
 rename) beside `spec.json` (kind, resolved SRC, options, and the name, size and mtime of every input
-file); a rerun skips the staged episodes and refuses another spec (or changed inputs) with one line.
+file); a rerun skips the staged episodes, and a staging folder of another spec (other options, or
+input files added, removed or changed since, e.g. a bad video replaced) is rebuilt from scratch.
 Once all are staged, `write_dataset` builds OUT under a temporary name and renames it; then
 `OUT/meta/exolam_import.json` (the spec, episodes, frames) is written and the staging folder removed.
 A rerun of a finished import with the same spec returns at once. OUT is never half-written; one
-import per OUT at a time. Bad input ends in one ConfigError line naming the file (episode, key).
-Sources are only read (OUT inside SRC is refused).
+import per OUT at a time (`outdir.claim`: a second one is refused naming the first's PID). Bad input
+(or a full disk) ends in one ConfigError line naming the file (episode, key) and removes the staging
+folder; a killed import leaves its staged episodes for the rerun. Sources are only read (OUT equal to
+or inside SRC is refused).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.outdir import check_outside, claim
 
 KINDS = ("mp4", "npz", "hdf5", "lerobot-v21")
 LAYOUTS = ("robomimic", "laom")
@@ -200,48 +204,67 @@ def open_source(kind: str, src, opts: ImportOptions):
 
 # ------------------------------------------------------------------------------- staging, writing
 
-def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *, progress: bool = True) -> Path:
+def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *, progress: bool = True,
+                   log=print) -> Path:
     """Import `src` (a `kind` of KINDS) into the LeRobot v3.0 dataset `out`; returns `out` (module doc)."""
     opts = (options or ImportOptions()).validate(kind)
     src, out = Path(src), Path(out)
-    if src.exists() and src.is_dir() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
-        raise ConfigError(f"--out {out} lies inside SRC {src}; sources are never written: choose another --out")
+    check_outside(out, {"SRC": src})
     staging, done = out.with_name(f".{out.name}.import-staging"), out / "meta" / DONE
     source = open_source(kind, src, opts)
     try:
         spec = json.loads(json.dumps({"format": FORMAT, "kind": kind, "src": str(src.resolve()),
                                       "options": dataclasses.asdict(opts), "inputs": source.inputs}))
-        n = len(source)
-        if out.exists():
-            if done.is_file():
-                _check_spec(done, spec, "this dataset was imported")
+        with claim(out, {"SRC": src}, staging=staging):
+            if out.exists():
+                if done.is_file():
+                    _check_spec(done, spec, "this dataset was imported")
+                    return out
+                if not (staging / SPEC).is_file():
+                    raise ConfigError(f"{out}: already exists and is not an import of ours; choose another --out")
+                _check_spec(staging / SPEC, spec, "staging was made")
+                _finish(staging, done, spec, out)
                 return out
-            if not (staging / SPEC).is_file():
-                raise ConfigError(f"{out}: already exists and is not an import of ours; choose another --out")
-            _check_spec(staging / SPEC, spec, "staging was made")
-            _finish(staging, done, spec, out)
+            try:
+                _stage_and_write(kind, source, spec, staging, out, opts, progress, log)
+            except ConfigError:  # refused (bad input, a full disk): nothing of this import stays
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             return out
-        open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec, "staging was made"))
-        todo = [i for i in range(n) if not (staging / _name(i)).exists()]
-        bar = _bar(n, n - len(todo), f"import {kind}", progress)
-        for i in todo:
-            save_npz(staging / _name(i), source.episode(i))
-            bar and bar.update()
-        bar and bar.close()
-        bar = _bar(n, 0, "write v3.0", progress)
-
-        def staged():
-            for i in range(n):
-                ep = load_npz(staging / _name(i), [*source.features, "task"], "stage it again")
-                yield {**ep, "task": str(ep["task"])}
-                bar and bar.update()
-
-        write_dataset(out, staged(), source.features, source.fps, codec=opts.codec, robot_type=source.robot_type)
-        bar and bar.close()
-        _finish(staging, done, spec, out)
-        return out
     finally:
         source.close()
+
+
+def _stage_and_write(kind: str, source, spec: dict, staging: Path, out: Path, opts: ImportOptions, progress: bool,
+                     log) -> None:
+    """Stage every episode not staged yet (a staging folder of other inputs or options is rebuilt), then
+    write OUT from the staged episodes and finish."""
+    if (staging / SPEC).is_file():
+        try:
+            _check_spec(staging / SPEC, spec, "staging was made")
+        except ConfigError as e:
+            log(f"[import] {staging}: made by another import ({str(e).split(' with ', 1)[-1].split('; use')[0]}); "
+                "staging again from scratch")
+            shutil.rmtree(staging)
+    n = len(source)
+    open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec, "staging was made"))
+    todo = [i for i in range(n) if not (staging / _name(i)).exists()]
+    bar = _bar(n, n - len(todo), f"import {kind}", progress)
+    for i in todo:
+        save_npz(staging / _name(i), source.episode(i))
+        bar and bar.update()
+    bar and bar.close()
+    bar = _bar(n, 0, "write v3.0", progress)
+
+    def staged():
+        for i in range(n):
+            ep = load_npz(staging / _name(i), [*source.features, "task"], "stage it again")
+            yield {**ep, "task": str(ep["task"])}
+            bar and bar.update()
+
+    write_dataset(out, staged(), source.features, source.fps, codec=opts.codec, robot_type=source.robot_type)
+    bar and bar.close()
+    _finish(staging, done=out / "meta" / DONE, spec=spec, out=out)
 
 
 def _name(i: int) -> str:

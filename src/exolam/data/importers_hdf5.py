@@ -91,7 +91,9 @@ class _Hdf5Source:
         group, where = self.handles[f][path], self.where(f, path)
         self.fields, self.features = {}, {}
         for feat, name in self.members(group, where):
-            ds = group[name]
+            ds = group.get(name)
+            if ds is None or not hasattr(ds, "shape"):
+                raise ConfigError(f"{where}: '{name}' is missing or not a dataset (every episode needs it)")
             if feat.startswith("video:"):
                 feat = feat[6:]
                 layout = image_layout(ds.shape, f"{where}: '{name}'")

@@ -46,6 +46,7 @@ from exolam.fileio import atomic_dir, fresh_out
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.metrics.pixel import codebook_usage, consistency_loss, evaluating, probe_accuracy, swap_psnr
+from exolam.outdir import claim
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}
@@ -328,6 +329,22 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     if STATE in ds.numeric_keys:
         fields["s"] = STATE  # carried in the `s` slot of Transitions: the o of NMSE(a | z, o)
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
+    with claim(out, {"--data": ds.root}):
+        results, maps = _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction,
+                                 seed, name, paired_view, log)
+
+        def build(tmp: Path) -> None:  # everything into a temporary sibling, then one rename
+            tmp.mkdir(parents=True)
+            write_report(tmp, results, maps)
+
+        atomic_dir(out, build)
+    log(f"[diagnose] {results['verdict']['text']}")
+    return results
+
+
+def _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction, seed, name,
+             paired_view, log) -> tuple[dict, dict | None]:
+    """Every section of the report (module doc) and the saliency maps."""
     train, test, split = select_windows(wd, max_windows, test_fraction, seed)
     idx = train + test
     batch = collate([wd[i] for i in idx])
@@ -366,11 +383,5 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         "saliency": sal,
     }
     results["verdict"] = verdict(paired, results["fdm_uses_z"], results["z_uses_next"])
+    return results, maps
 
-    def build(tmp: Path) -> None:  # everything into a temporary sibling, then one rename
-        tmp.mkdir(parents=True)
-        write_report(tmp, results, maps)
-
-    atomic_dir(out, build)
-    log(f"[diagnose] {results['verdict']['text']}")
-    return results

@@ -41,13 +41,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from exolam.data.fields import camera_key
 from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import VERSION, RunningStats, arrow_column
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_dir, atomic_write
-from exolam.tools.train import checkpoint_input, frame_shape
+from exolam.outdir import check_outside, claim
+from exolam.tools.train import checkpoint_input, input_camera
 from exolam.train import checkpoint
 
 Z, VALID, CODE = "latent_action", "latent_action_is_valid", "latent_action_code"
@@ -67,7 +67,7 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     """Write the labelled copy of `data` at `out` (module docstring); returns `out`.
 
     `ckpt`: a checkpoint folder, or the --out folder of `exolam train` (its checkpoint/ is used).
-    `camera`: default the checkpoint's camera when `data` has it, else `data`'s first video feature.
+    `camera`: default the checkpoint's camera (a dataset without it is refused; `input_camera`).
     """
     check_positive_int("--batch-size", batch_size)
     if device not in ("cpu", "cuda"):
@@ -76,36 +76,35 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
         raise ConfigError("--device cuda: no CUDA device is available here")
     ckpt, data, out = Path(ckpt), Path(data), Path(out)
     ckpt = checkpoint.in_run(ckpt)  # a checkpoint, or the run folder of `exolam train`
+    check_outside(out, {"--data": data, "--checkpoint": ckpt})
     meta, inp = checkpoint_input(ckpt)
     ds = open_dataset(data)
-    if camera is None and inp["camera"] in ds.features:
-        camera = inp["camera"]
-    camera = camera_key(ds, camera)
     for key in (Z, VALID, CODE):
         if key in ds.features:
             raise ConfigError(f"{data}: already has a '{key}' feature (a labelled copy?); label the original dataset")
-    have, want = list(frame_shape(ds, camera)), list(inp["frame_shape"])
-    if have != want:
-        raise ConfigError(f"checkpoint {ckpt}: trained on {'x'.join(map(str, want))} (HxWxC) frames of "
-                          f"'{inp['camera']}' (resized to {inp['image_size']}px), but '{camera}' of {data} has "
-                          f"{'x'.join(map(str, have))} frames")
+    camera = input_camera(ckpt, inp, ds, camera)
     provenance = {"checkpoint": str(ckpt.resolve()), "weights_sha256": _sha256(ckpt / "model.safetensors"),
                   "step": meta.get("step"), "data": str(data.resolve()), "camera": camera,
                   "frame_gap": inp["frame_gap"], "image_size": inp["image_size"]}
-    if out.exists():
-        prev = out / PROVENANCE
-        if prev.is_file() and _read(prev) == provenance:
-            log(f"[label] {out}: already labelled by this checkpoint")
-            return out
-        raise ConfigError(f"--out = {out}: already exists; choose another folder (only an identical finished "
-                          "label run is reused)")
-    if out.resolve().is_relative_to(data.resolve()):
-        raise ConfigError(f"--out = {out}: is inside the dataset {data}, which label never writes to")
+    with claim(out, {"--data": data, "--checkpoint": ckpt}):
+        if out.exists():
+            prev = out / PROVENANCE
+            if prev.is_file() and _read(prev) == provenance:
+                log(f"[label] {out}: already labelled by this checkpoint")
+                return out
+            raise ConfigError(f"--out = {out}: already exists; choose another folder (only an identical finished "
+                              "label run is reused)")
+        _label(ckpt, ds, out, camera, inp, provenance, batch_size, device, log)
+    return out
+
+
+def _label(ckpt: Path, ds, out: Path, camera: str, inp: dict, provenance: dict, batch_size: int, device: str,
+           log) -> None:
     ds.validate()  # every episode's rows and video headers, before any work
     lam = checkpoint.load_model(ckpt).float().to(device)
     enc = getattr(lam, "frozen_encoder", None)
     on = f", frozen encoder {enc.name}" if enc is not None else ""
-    log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {data} "
+    log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {ds.root} "
         f"-> {out}")
     z, valid, codes = latent_actions(lam, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
 
@@ -114,7 +113,6 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
         open_dataset(tmp).validate()
 
     atomic_dir(out, build)
-    return out
 
 
 def _read(path: Path) -> dict | None:

@@ -56,8 +56,9 @@ from exolam.models.encoders import load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
+from exolam.outdir import check_outside, claim
 from exolam.train import checkpoint, engine
-from exolam.train.engine import TrainConfig
+from exolam.train.engine import TrainConfig, check_memory
 
 MODELS = ("lapo", "vq")
 MAX_VQ_SIZE = 64
@@ -299,38 +300,54 @@ def resolved(p: Plan) -> dict:
 
 
 def train_own(cfg: TrainOwnConfig, log=print) -> Path:
-    """Train (or resume, or find finished) the LAM of `cfg`; returns the checkpoint folder OUT/checkpoint."""
+    """Train (or resume, or find finished) the LAM of `cfg`; returns the checkpoint folder OUT/checkpoint.
+
+    Every input is checked before OUT is touched (the dataset, its windows, the encoder, whether the
+    model can fit in memory); OUT is claimed (`outdir.claim`: refused inside the dataset or while
+    another process trains into it) and rolled back if training fails before a checkpoint exists or
+    diverges, so a refusal leaves nothing and a rerun with another --lr starts clean."""
     cfg.validate()
-    p = plan(cfg)
     out = Path(cfg.out)
-    ckpt = checkpoint.resolve(out / "checkpoint")
+    check_outside(out, {"--data": cfg.data})
+    p = plan(cfg)
+    inputs = {"--data": cfg.data, "--encoder": _encoder_path(p.encoder)}
+    p.source()  # its windows exist: every episode shorter than the frame gap is refused here
+    shape = (p.input["channels"], cfg.image_size, cfg.image_size)
+    check_memory(p.model, cfg.batch_size // (cfg.devices if cfg.device == "cuda" else 1), shape, cfg.device,
+                 f"the {cfg.model} LAM at --image-size {cfg.image_size}",
+                 "lower --image-size, --batch-size or the widths (--idm-channels, --fdm-channels)",
+                 activations=p.encoder is None)  # a frozen f would follow the meta input to the meta device
     spec = json.loads(json.dumps(p.spec()))
-    if ckpt.exists():
-        meta = checkpoint.read_config(ckpt)
-        if meta.get("spec") != spec:
-            raise ConfigError(f"{out}: holds a run with another config (see {out / 'train.json'}); choose another "
-                              "--out, or rerun with that config to resume it")
-        if meta.get("step") == cfg.steps:
-            log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
-            return ckpt
-    elif out.exists() and not out.is_dir():
-        raise ConfigError(f"--out = {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with claim(out, inputs, resumable=lambda: (out / "checkpoint").exists()):
+        ckpt = checkpoint.resolve(out / "checkpoint")
+        if ckpt.exists():
+            meta = checkpoint.read_config(ckpt)
+            if meta.get("spec") != spec:
+                raise ConfigError(f"{out}: holds a run with another config (see {out / 'train.json'}); choose "
+                                  "another --out, or rerun with that config to resume it")
+            if meta.get("step") == cfg.steps:
+                log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
+                return ckpt
+        out.mkdir(exist_ok=True)
         atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
-    except OSError as e:
-        raise ConfigError(f"--out = {out}: cannot write ({e.strerror or e})") from None
-    on = f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}" \
-        if p.encoder is not None else ""
-    log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
-        f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
-    train = cfg.train_config()
-    fabric = engine.make_fabric(train, cfg.device)
-    if train.devices > 1:  # N processes train one model; rank 0 writes the checkpoint
-        engine.launch(fabric, _fit, cfg, str(ckpt), spec)
-    else:
-        _fit(fabric, cfg, str(ckpt), spec, p)
+        on = f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}" \
+            if p.encoder is not None else ""
+        log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
+            f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
+        train = cfg.train_config()
+        fabric = engine.make_fabric(train, cfg.device)
+        if train.devices > 1:  # N processes train one model; rank 0 writes the checkpoint
+            engine.launch(fabric, _fit, cfg, str(ckpt), spec)
+        else:
+            _fit(fabric, cfg, str(ckpt), spec, p)
     return ckpt
+
+
+def _encoder_path(encoder) -> str | None:
+    """The local file or folder a frozen encoder was loaded from (its absolute spec hf:PATH[:cls],
+    timm:ARCH:PATH, ema:CKPT), else None: an input --out must not lie in."""
+    kind, _, rest = (encoder.name if encoder is not None else "").partition(":")
+    return {"hf": rest.removesuffix(":cls"), "ema": rest, "timm": rest.partition(":")[2]}.get(kind)
 
 
 def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = None) -> float:
@@ -339,25 +356,50 @@ def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = No
     objective = Objective(p.objective, model.d_z, p.target_dims)
     hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else ()
     result = engine.fit(fabric, model, objective, p.source(), cfg.train_config(), spec=spec, ckpt=ckpt, hooks=hooks,
-                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train")
+                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train", lr_flag="--lr")
     return result.loss_train
 
 
-def checkpoint_input(folder: str | Path) -> tuple[dict, dict]:
+def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, dict | None]:
     """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, frame_shape,
-    frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs)."""
+    frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs).
+    A checkpoint that records no camera (trained on a simulator's arrays) or holds no image LAM is
+    refused, or with `required=False` gives input None."""
     meta = checkpoint.read_config(folder)
     model = meta.get("model", {}).get("class", "")
     if model not in ("exolam.models.lapo.LapoLAM", "exolam.models.vq.VQLAM"):
+        if not required:
+            return meta, None
         raise ConfigError(f"checkpoint {folder}: holds a {model or 'unknown model'}, not an image LAM "
                           "(LapoLAM or VQLAM)")
     spec = meta.get("spec") or {}
     if isinstance(spec, dict) and spec.get("kind") == KIND:
         return meta, dict(spec["input"])
     data, mcfg = meta.get("data") or {}, meta["model"].get("config") or {}
-    if data.get("kind") != "lerobot-windows" or "o" not in (data.get("fields") or {}):
+    if not isinstance(data, dict) or data.get("kind") != "lerobot-windows" or "o" not in (data.get("fields") or {}):
+        if not required:
+            return meta, None
         raise ConfigError(f"checkpoint {folder}: records no camera / frame gap (not trained on LeRobot video)")
     size = data.get("image_size") or mcfg.get("frame")
     c = mcfg.get("in_channels")
     return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "frame_shape": [size, size, c],
                   "frame_gap": data.get("frame_gap", 1)}
+
+
+def input_camera(ckpt: Path, inp: dict, ds: LeRobotDataset, camera: str | None) -> str:
+    """The camera of `ds` to read with a checkpoint trained on `inp`, checked the one way `label` and
+    `diagnose` share: default the checkpoint's own camera (a dataset without it is refused, never
+    silently read through another; --camera names another on purpose), and its frames must be of the
+    size and channels the checkpoint was trained on (they are resized to its image size, as in training)."""
+    if camera is None:
+        if inp["camera"] not in ds.features:
+            raise ConfigError(f"checkpoint {ckpt}: trained on camera '{inp['camera']}', which {ds.root} lacks (its "
+                              f"cameras: {', '.join(ds.video_keys) or 'none'}); pass --camera KEY to read another one")
+        camera = inp["camera"]
+    camera = camera_key(ds, camera)
+    have, want = list(frame_shape(ds, camera)), list(inp["frame_shape"])
+    if have != want:
+        raise ConfigError(f"checkpoint {ckpt}: trained on {'x'.join(map(str, want))} (HxWxC) frames of "
+                          f"'{inp['camera']}' (resized to {inp['image_size']}px), but '{camera}' of {ds.root} has "
+                          f"{'x'.join(map(str, have))} frames")
+    return camera

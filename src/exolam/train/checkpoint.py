@@ -77,8 +77,10 @@ def in_run(folder: str | Path) -> Path:
     """A checkpoint folder given as itself or as the run folder that holds it as `checkpoint/` (the --out
     of `exolam train`): what `exolam label` and `exolam diagnose` accept as --checkpoint."""
     folder = Path(folder)
-    if not (folder / "config.json").exists() and (folder / "checkpoint" / "config.json").is_file():
-        return folder / "checkpoint"
+    if not (folder / "config.json").exists() and folder.is_dir():
+        inner = resolve(folder / "checkpoint")  # a copy a killed replacement left aside is adopted
+        if (inner / "config.json").is_file():
+            return inner
     return folder
 
 
@@ -125,8 +127,9 @@ def load_state(module: torch.nn.Module, path: Path, folder: Path, what: str) -> 
 
 
 def load_model(folder: str | Path) -> torch.nn.Module:
-    """`exolam.load`: the model of a checkpoint folder (eval mode, CPU), rebuilt from the folder alone."""
-    folder = resolve(folder)
+    """`exolam.load`: the model of a checkpoint folder (eval mode, CPU), rebuilt from the folder alone;
+    `folder` may also be the run folder of `exolam train` that holds it as `checkpoint/` (as in `label`)."""
+    folder = resolve(in_run(folder))
     meta = read_config(folder)
     try:
         entry = meta["model"]
@@ -169,9 +172,13 @@ def write(folder: str | Path, meta: dict, model: torch.nn.Module, training: dict
             os.replace(folder, _aside(folder))
         os.replace(tmp, folder)
         shutil.rmtree(_aside(folder), ignore_errors=True)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ConfigError(f"checkpoint {folder}: cannot write ({e.strerror or e}); choose another --out") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).split(":")[-1].strip() or type(e).__name__
+        raise ConfigError(f"checkpoint {folder}: cannot write ({why}); free disk space or choose another --out") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _cpu(state: dict) -> dict[str, torch.Tensor]:

@@ -119,6 +119,62 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory a new model could take: free memory of a CUDA device, else the host's MemAvailable
+    (None where neither can be read)."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(build: Callable[[], nn.Module], batch_size: int, in_shape: tuple[int, ...], device: str = "cpu",
+                 what: str = "the model", fix: str = "lower the image size, the widths or the batch size",
+                 activations: bool = True) -> None:
+    """Refuse, before anything is allocated or written, a model whose training clearly cannot fit in memory.
+
+    `build()` runs on the meta device (shapes only, no memory): trainable parameters cost 16 bytes
+    (fp32 weight, gradient, two Adam moments), frozen ones 4; one sample's layer outputs, measured by
+    a meta forward of encode + decode on `in_shape` (C, H, W), cost 8 bytes a value per sample (kept
+    for backward, and their gradients; `activations=False` skips that forward, e.g. for a model that
+    moves a pretrained encoder it holds to its input's device). A lower bound of the true need, so
+    only hopeless runs are refused.
+    """
+    with torch.device("meta"):
+        model = build()
+    params = sum(p.numel() * (16 if p.requires_grad else 4) for p in model.parameters())
+    acts = [0]
+
+    def count(_m, _i, out):
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        acts[0] += sum(x.numel() for x in outs if torch.is_tensor(x))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if activations and not list(m.children())]
+    try:
+        with torch.device("meta"), torch.no_grad():
+            o = torch.empty(1, *in_shape)
+            if activations:
+                model.decode(o, model.encode(o, o))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):  # a layer without meta kernels
+        acts[0] = 0
+    finally:
+        for h in hooks:
+            h.remove()
+    need, have = params + 8 * acts[0] * batch_size, available_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(f"{what} needs at least {need / 2**30:.1f} GiB to train ({params / 16 / 1e6:.1f} M "
+                          f"parameter-equivalents, {acts[0] / 1e6:.1f} M activations per sample x batch {batch_size}), "
+                          f"more than the {have / 2**30:.1f} GiB available on {device}; {fix}")
+
+
 def make_fabric(cfg: TrainConfig, device: str = "cpu"):
     """The Fabric of a run: accelerator from `device` ("cpu", "cuda", "cuda:i"), the rest from cfg."""
     from lightning_fabric import Fabric
@@ -189,11 +245,13 @@ Hook = Callable[[int, nn.Module], None]
 
 def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig, *, spec: dict,
         ckpt: str | Path | None = None, hooks: Sequence[Hook] = (), evaluate: Callable | None = None,
-        eval_every: int = 0, metrics: str | Path | None = None, desc: str = "train") -> FitResult:
+        eval_every: int = 0, metrics: str | Path | None = None, desc: str = "train",
+        lr_flag: str = "--train.lr") -> FitResult:
     """Train `model` with `objective` on `source` for cfg.steps updates (resuming from `ckpt`).
 
     `spec`: JSON-able identity of the run (what determines its weights); a checkpoint whose spec
     differs is refused. `evaluate(model) -> dict`, every `eval_every` updates, to metrics.jsonl.
+    `lr_flag`: how the calling command spells the learning rate, named when training diverges.
     """
     trainee = Trainee(model, objective)
     opt = torch.optim.Adam(trainee.parameters(), lr=cfg.lr, foreach=True)  # not fused: 6-15x slower on CPU
@@ -220,8 +278,8 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
         except RuntimeError as e:
             if "non-finite" not in str(e):
                 raise
-            raise ConfigError(f"train.lr = {cfg.lr:g}: training diverged (non-finite gradients at update {step + 1}); "
-                              "lower --train.lr") from None
+            raise ConfigError(f"{lr_flag.lstrip('-')} = {cfg.lr:g}: training diverged (non-finite gradients at update "
+                              f"{step + 1}); lower {lr_flag}") from None
         opt.step()
         for hook in hooks:
             hook(step + 1, model)
@@ -239,7 +297,8 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     bar is not None and bar.close()
     loss_train = float(fabric.all_reduce(acc, reduce_op="mean")) / max(1, cfg.steps - tail_from)
     if not math.isfinite(loss_train):
-        raise ConfigError(f"train.lr = {cfg.lr:g}: training diverged (non-finite loss {loss_train}); lower --train.lr")
+        raise ConfigError(f"{lr_flag.lstrip('-')} = {cfg.lr:g}: training diverged (non-finite loss {loss_train}); "
+                          f"lower {lr_flag}")
     if ckpt is not None and start < cfg.steps:  # the finished checkpoint: it carries loss_train
         save(fabric, ckpt, model, objective, opt, spec, cfg, source, cfg.steps, acc,
              {"loss_train": loss_train, "train_seconds": seconds, "resumed_from": start,

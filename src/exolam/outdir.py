@@ -1,0 +1,221 @@
+"""The `--out` folder of every own-data command (import, train, label, diagnose, control collect): one
+mechanism for "nothing half-written, nothing left behind, no two writers".
+
+    with claim(out, {"--data": data}, resumable=lambda: ckpt.exists()):  # checks, lock, stale sweep
+        ...                                                                 # build the output
+
+`claim` does, in this order, before anything is created:
+1. **inputs** - `--out` equal to or inside any input (a dataset, a checkpoint, a source) is refused;
+   the command's own checks of every input come before `claim` too, so a refusal writes nothing.
+2. **lock** - `<parent>/.<name>.lock`, held with `fcntl.flock` for the command's lifetime (the kernel
+   drops it when the process dies, so a killed holder never blocks the next run). A second process on
+   the same `--out` is refused with one line naming the holder's PID. The lock file is removed on
+   release. Only one process of a multi-process launch takes it (rank 0; `engine.launched_externally`
+   ranks > 0 write nothing).
+3. **stale temporaries** - every temporary name of ours belonging to this `--out` whose writer is
+   dead is removed: `.<name>.tmp<PID>` beside it (a folder built by `fileio.atomic_dir`), and
+   `.<file>.tmp<PID>` inside it or inside its staging folder (`fileio.atomic_write`,
+   `checkpoint.write`). A killed checkpoint replacement is adopted by `checkpoint.resolve`.
+
+On leaving the block with an exception the folder is rolled back to what was there before the
+command started, unless `resumable()` says a state worth resuming exists (a checkpoint) and the
+exception is not a refusal (`ConfigError`: bad input, divergence, a full disk; a rerun of the same
+command would meet it again). Rolled back means: entries this process created inside `out` are
+removed, then `out` itself and any parent the command created while they are empty. What was there
+before is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+from exolam.errors import ConfigError
+
+TMP = re.compile(r"^\..+\.tmp(\d+)$")  # .NAME.tmpPID: fileio.atomic_write / atomic_dir, checkpoint.write
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (a PID we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, prefix: str = "", recursive: bool = False) -> list[Path]:
+    """Remove the temporaries `.NAME.tmpPID` under `folder` (names starting with `.{prefix}`) whose
+    writer PID is no longer alive; returns what was removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    walk = os.walk(folder) if recursive else [(str(folder), [], [])]
+    for root, dirs, _ in walk:
+        root = Path(root)
+        for entry in list(root.iterdir()) if root.is_dir() else []:
+            m = TMP.match(entry.name)
+            if not m or not entry.name.startswith(f".{prefix}") or int(m.group(1)) == os.getpid():
+                continue
+            if pid_alive(int(m.group(1))):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                if entry.name in dirs:
+                    dirs.remove(entry.name)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def check_outside(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an `out` equal to or inside any input (named by its flag); inputs that are None are skipped."""
+    o = Path(out).resolve()
+    for flag, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path).resolve()
+        if o == p or p in o.parents:
+            where = "is" if o == p else "lies inside"
+            raise ConfigError(f"--out = {out}: {where} {flag} {path}, which is only read; choose another --out")
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+class OutFolder:
+    """A claimed `--out` (module doc); use through `claim`."""
+
+    def __init__(self, out: str | Path, staging: Path | None = None, lock: bool = True, resumable=None):
+        self.path = Path(out)
+        self.staging = staging
+        self.lock = lock
+        self.resumable = resumable
+        self._fd: int | None = None
+        self._created_parents: list[Path] = []
+        self._existed = self.path.exists()
+        self._before: set[str] = set()
+
+    # ------------------------------------------------------------------ lock
+
+    def _acquire(self) -> None:
+        import fcntl
+
+        lock = lock_path(self.path)
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise ConfigError(f"--out = {self.path}: cannot create its lock {lock} ({e.strerror or e}); "
+                                  "choose another --out") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(f"--out = {self.path}: in use by another exolam process (PID {holder}, lock "
+                                  f"{lock}); wait for it to finish or choose another --out") from None
+            try:  # a holder that released between our open and flock unlinked the file: take a fresh one
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def _release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path(self.path))  # while still holding it: a waiter re-checks the inode
+        os.close(self._fd)
+        self._fd = None
+
+    # ------------------------------------------------------------------ enter / exit
+
+    def __enter__(self) -> "OutFolder":
+        parent = self.path.parent
+        missing = [d for d in (parent, *parent.parents) if not d.exists()]
+        base = missing[-1].parent if missing else parent
+        if base.exists() and not base.is_dir():
+            raise ConfigError(f"--out = {self.path}: {base} is a file, not a folder; choose another --out")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out = {self.path}: exists and is not a folder; choose another --out")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out = {self.path}: cannot create {parent} ({e.strerror or e}); choose another "
+                              "--out") from None
+        self._created_parents = missing  # innermost first
+        try:
+            if self.lock:
+                self._acquire()
+            remove_stale(parent, self.path.name)
+            remove_stale(self.path, recursive=True)
+            if self.staging is not None:
+                remove_stale(self.staging, recursive=True)
+            self._existed = self.path.exists()
+            self._before = set(os.listdir(self.path)) if self._existed else set()
+        except BaseException:
+            self._release()
+            self._drop_parents()
+            raise
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        failed = exc is not None and (isinstance(exc, ConfigError) or not (self.resumable and self.resumable()))
+        try:
+            if failed:
+                self.rollback()
+        finally:
+            self._release()
+            if not self.path.exists():
+                self._drop_parents()
+
+    def rollback(self) -> None:
+        """Remove what this process created inside `out`, and `out` itself if it made it and it is left
+        empty; what was there before stays."""
+        if self.path.is_dir():
+            for name in set(os.listdir(self.path)) - self._before:
+                p = self.path / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            if not self._existed:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
+
+    def _drop_parents(self) -> None:
+        for d in self._created_parents:  # innermost first; only while empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _rank0() -> bool:
+    """False in the ranks > 0 of a multi-process launch (torchrun, SLURM, Fabric's ddp launcher), which
+    write nothing; the same variables as train.engine.launched_externally / launcher_rank."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+@contextlib.contextmanager
+def claim(out: str | Path, inputs: dict[str, str | Path | None] | None = None, *, staging: Path | None = None,
+          resumable=None):
+    """Check `out` against `inputs`, lock it, sweep stale temporaries; roll back on failure unless
+    `resumable()` says a state worth resuming exists and the failure is no refusal (module doc)."""
+    out = Path(out)
+    check_outside(out, inputs or {})
+    with OutFolder(out, staging, lock=_rank0(), resumable=resumable) as folder:
+        yield folder
