@@ -215,6 +215,9 @@ def diagnose(argv: list[str]) -> int:
     return diagnose_command(argv)
 
 
+OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from exolam.cli_control import control
@@ -236,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("exolam: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:  # an allocation the up-front checks did not foresee
+        if not isinstance(e, MemoryError) and not any(s in str(e) for s in OUT_OF_MEMORY):
+            raise
+        what = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        print(f"exolam: error: out of memory ({what}); lower the image size, batch size or widths", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `exolam ... --help | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

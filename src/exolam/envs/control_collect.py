@@ -41,7 +41,8 @@ staged the dataset is written atomically to `out/dataset`, then `out/collect.jso
 `episodes`), then the staging folder is removed; a rerun of a finished collection with the same spec
 returns `out/dataset` at once. Staging costs disk: about 10 MB per 1000-step episode at 64x64
 with paired renders (measured, np.savez_compressed), ~5 GB for the paper's 500 x 1000 until the
-dataset is written. One collector per `out` at a time.
+dataset is written. One collector per `out` at a time (`outdir.claim`: a second is refused naming the
+first's PID; a refusal rolls back what it created, a killed collection keeps its staged episodes).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from exolam.data.lerobot_write import write_dataset
 from exolam.envs.control import ControlConfig, DistractingControl
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.outdir import claim
 
 STAGING, DATASET, DONE, SPEC = ".staging", "dataset", "collect.json", "spec.json"
 FORMAT = 1
@@ -198,46 +200,47 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
     out = Path(out)
     staging, dataset, done = out / STAGING, out / DATASET, out / DONE
     spec = _spec(cfg, seed, steps, bool(paired))
-    if dataset.exists():
-        if done.exists():
-            _check_spec(done, {**spec, "episodes": episodes}, ignore=())
+    with claim(out, staging=staging, resumable=lambda: any(staging.glob("episode_*.npz"))):
+        if dataset.exists():
+            if done.exists():
+                _check_spec(done, {**spec, "episodes": episodes}, ignore=())
+                return dataset
+            if not (staging / SPEC).exists():
+                raise ConfigError(f"{dataset}: exists but is not a finished collection ({done} is missing); "
+                                  f"use another --out or remove it")
+            _check_spec(staging / SPEC, spec)  # killed between the dataset and collect.json: finish up
+            _finish(staging, done, spec, episodes)
             return dataset
-        if not (staging / SPEC).exists():
-            raise ConfigError(f"{dataset}: exists but is not a finished collection ({done} is missing); "
-                              f"use another --out or remove it")
-        _check_spec(staging / SPEC, spec)  # killed between the dataset and collect.json: finish up
+        open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec))
+        todo = [e for e in range(episodes if limit is None else min(limit, episodes))
+                if not (staging / staged_name(e)).exists()]
+        if jobs > 1 and len(todo) > 1:  # J spawned processes stage episodes e = k, k + J, ... (1 thread each)
+            import concurrent.futures as cf
+            import multiprocessing
+
+            with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+                for f in [pool.submit(_stage, cfg, policy, staging, todo[k::jobs], seed, steps, paired)
+                          for k in range(min(jobs, len(todo)))]:
+                    f.result()
+            todo = []
+        if limit is not None and limit < episodes and not todo:
+            return staging
+        env = DistractingControl(cfg)
+        try:
+            for e in todo:
+                save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
+            if limit is not None and limit < episodes:
+                return staging
+            out0 = env.reset(seeding.control_episode(seed, 0))
+            feats = _features(env, out0["state"].shape[0], env.action_spec().shape[0], bool(paired))
+            fps = round(1.0 / env._env.control_timestep())
+        finally:
+            env.close()
+        keys = list(feats)
+        write_dataset(dataset, (load_npz(staging / staged_name(e), keys, "re-collect it") for e in range(episodes)), feats, fps,
+                      codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
         _finish(staging, done, spec, episodes)
         return dataset
-    open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec))
-    todo = [e for e in range(episodes if limit is None else min(limit, episodes))
-            if not (staging / staged_name(e)).exists()]
-    if jobs > 1 and len(todo) > 1:  # J spawned processes stage episodes e = k, k + J, ... (1 thread each)
-        import concurrent.futures as cf
-        import multiprocessing
-
-        with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for f in [pool.submit(_stage, cfg, policy, staging, todo[k::jobs], seed, steps, paired)
-                      for k in range(min(jobs, len(todo)))]:
-                f.result()
-        todo = []
-    if limit is not None and limit < episodes and not todo:
-        return staging
-    env = DistractingControl(cfg)
-    try:
-        for e in todo:
-            save_npz(staging / staged_name(e), rollout(env, policy, seed, e, steps, paired))
-        if limit is not None and limit < episodes:
-            return staging
-        out0 = env.reset(seeding.control_episode(seed, 0))
-        feats = _features(env, out0["state"].shape[0], env.action_spec().shape[0], bool(paired))
-        fps = round(1.0 / env._env.control_timestep())
-    finally:
-        env.close()
-    keys = list(feats)
-    write_dataset(dataset, (load_npz(staging / staged_name(e), keys, "re-collect it") for e in range(episodes)), feats, fps,
-                  codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
-    _finish(staging, done, spec, episodes)
-    return dataset
 
 
 def _stage(cfg: ControlConfig, policy, staging: Path, todo: list[int], seed: int, steps: int, paired: bool) -> None:
