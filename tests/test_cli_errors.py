@@ -162,7 +162,7 @@ def _cut(text: str) -> str:  # the last row cut in the middle
     return text[: text.rindex("\n", 0, len(text) - 1) + 18]  # "p_switch=0.5,1,0.": 3 columns
 
 
-@pytest.mark.parametrize("damage,expected", [  # {n}: the header's number of columns
+DAMAGES = [  # {n}: the header's number of columns
     (_cut, "results.csv: line 5 is truncated (3 of {n} columns, no line end); remove the line or the folder to "
            "resume"),
     (lambda t: t[:-3], "results.csv: line 5 is truncated ({n} of {n} columns, no line end)"),
@@ -172,7 +172,10 @@ def _cut(text: str) -> str:  # the last row cut in the middle
     (lambda t: t.replace("\np_switch=0.5,1,", "\np_switch=0.5,0,"), "results.csv: line 5: repeats the config and seed"),
     (lambda t: t.replace("config,seed,", "cfg,seed,", 1), "results.csv: line 1 is not our header"),
     (lambda t: "", "results.csv: is empty"),
-])
+]
+
+
+@pytest.mark.parametrize("damage,expected", DAMAGES)
 def test_damaged_results_csv_on_rerun(finished, tmp_path, capsys, damage, expected):
     d, args = _copy(finished, tmp_path)
     text = (d / "results.csv").read_text()
@@ -180,6 +183,18 @@ def test_damaged_results_csv_on_rerun(finished, tmp_path, capsys, damage, expect
     (d / "results.csv").write_text(damage(text))
     _, err = _fails(capsys, args, expected.format(n=n, n1=n + 1), tmp_path)
     assert str(d / "results.csv") in err
+
+
+@pytest.mark.parametrize("damage,expected", DAMAGES + [
+    (lambda t: t.splitlines(keepends=True)[0], "no experiment results found"),  # the header alone: no row yet
+])
+def test_damaged_results_csv_on_report(finished, tmp_path, capsys, damage, expected):
+    """`exolam report` reads results.csv as a rerun does: a damaged file is one line, never a traceback."""
+    d, _ = _copy(finished, tmp_path)
+    text = (d / "results.csv").read_text()
+    n = len(text.splitlines()[0].split(","))
+    (d / "results.csv").write_text(damage(text))
+    _fails(capsys, ["report", "--out", str(tmp_path / "runs")], expected.format(n=n, n1=n + 1), tmp_path)
 
 
 def test_damaged_config_json_on_rerun_and_report(finished, tmp_path, capsys):

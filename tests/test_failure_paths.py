@@ -195,6 +195,42 @@ def test_stale_temporaries_of_dead_processes_are_swept(data, run, chunks, tmp_pa
     assert not (r / f".train.json.tmp{pid}").exists() and not (r / f".checkpoint.tmp{pid}").exists()
 
 
+STALL = textwrap.dedent("""
+    import importlib, sys, time
+    module, name = sys.argv[1].rsplit(".", 1)
+    m = importlib.import_module(module)
+    real = getattr(m, name)
+    def stall(*a, **k):
+        out = real(*a, **k)
+        print("stalled", flush=True)
+        time.sleep(120)
+        return out
+    setattr(m, name, stall)
+    from exolam.cli import main
+    main(sys.argv[2:])
+""")
+
+
+def test_label_killed_mid_write_then_rerun(data, run, tmp_path):
+    """kill -9 of a real `exolam label` with its copy built under the temporary name: the rerun sweeps that
+    folder and writes exactly what an uninterrupted run writes."""
+    from test_own_train_label import digest
+
+    argv = ["label", "--checkpoint", str(run), "--data", str(data)]
+    p = subprocess.Popen([sys.executable, "-c", STALL, "exolam.tools.label._write_copy", *argv, "--out",
+                          str(tmp_path / "lab")], stdout=subprocess.PIPE, text=True)
+    while (line := p.stdout.readline()) and line.strip() != "stalled":
+        pass
+    assert line.strip() == "stalled"
+    p.kill()
+    p.wait()
+    assert (tmp_path / f".lab.tmp{p.pid}").is_dir() and not (tmp_path / "lab").exists()
+    assert main(argv + ["--out", str(tmp_path / "lab")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "ref")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab", "ref"]
+    assert digest(tmp_path / "lab") == digest(tmp_path / "ref")
+
+
 def test_checkpoint_left_aside_by_a_kill_between_renames(data, run, tmp_path):
     r = tmp_path / "r"
     shutil.copytree(run, r)

@@ -34,10 +34,17 @@ def _preset(config: dict) -> str:
                                   f"solver={solver}" if "solver" in config else ""] if x)
 
 
-def finish(name: str, mod, cfg, run) -> dict:
-    """summary.json and the figure from the run's results.csv (shards merged first); the summary."""
+def finish(name: str, mod, cfg, run) -> dict | None:
+    """summary.json and the figure from the run's results.csv (shards merged first); the summary, or
+    None while no row is recorded (nothing to summarize or draw)."""
     rows = run.merge([tuple(k) for k in mod.plan(cfg)])
-    summary = mod.summarize_rows(cfg, rows)
+    if not rows:
+        return None
+    try:
+        summary = mod.summarize_rows(cfg, rows)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as e:  # parsed rows, wrong content
+        raise ConfigError(f"{run.merged_csv}: its rows do not make a {name} summary ({type(e).__name__}: {e}); "
+                          f"remove the damaged lines or rerun `exolam reproduce {name}`") from None
     summary["n_rows"], summary["n_planned"] = len(rows), len(mod.plan(cfg))
     run.write_summary(summary)
     summary = run.summary()
@@ -50,7 +57,7 @@ def finish(name: str, mod, cfg, run) -> dict:
 def build_report(out: str | Path) -> tuple[str, int]:
     """Markdown text of the report and the number of experiments it covers."""
     out = Path(out)
-    sections, table = [], []
+    sections, table, empty = [], [], []
     for name, mod in available().items():
         run = RunDir(out, name)
         if not run.config_json.exists() or not (run.merged_csv.exists() or run.shard_files()):
@@ -61,6 +68,10 @@ def build_report(out: str | Path) -> tuple[str, int]:
         except TypeError as e:
             raise ConfigError(f"{run.config_json}: not a config of {name} ({e}); written by another version?") from None
         summary = finish(name, mod, cfg, run)
+        if summary is None:  # results.csv holds its header only (a sweep killed before its first row)
+            empty.append(f"## {name}\n\nNo rows recorded yet (0 of {len(mod.plan(cfg))}); rerun the `exolam reproduce "
+                         f"{name}` command that started it.\n")
+            continue
         try:
             rows = mod.claims(summary)
         except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as e:  # valid JSON, wrong content
@@ -76,7 +87,7 @@ def build_report(out: str | Path) -> tuple[str, int]:
     if not sections:
         return "", 0
     text = HEADER + "\n## Claims\n\n| claim | paper | ours | holds | experiment |\n|---|---|---|---|---|\n"
-    text += "\n".join(table) + "\n\n" + "\n".join(sections)
+    text += "\n".join(table) + "\n\n" + "\n".join(sections + empty)
     return text, len(sections)
 
 
