@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 from exolam.cliargs import Flag, apply, check, config_flags
 from exolam.errors import ConfigError
+from exolam.outdir import check_outside
 
 USAGE = "usage: exolam control train-expert|collect|videos [--out DIR] [--field value ...] (see --help of each)"
 OUT = {"--out": Flag("out", str, config=False)}
@@ -63,6 +66,7 @@ def collect(args: list[str]) -> int:
     if cfg is None:
         return 0
     cfg.validate()
+    check_outside(Path(out), {"--expert": cfg.expert or None})
     expert = load_expert(cfg.expert or None)
     print(f"[collect] {cfg.episodes} x {cfg.steps} steps of {cfg.env.domain}-{cfg.env.task} "
           f"(Delta_color {cfg.env.delta_color:g}, Delta_cam {cfg.env.delta_cam:g}) -> {out}", flush=True)
@@ -80,6 +84,7 @@ def videos(args: list[str]) -> int:
     if cfg is None:
         return 0
     cfg.validate()
+    check_outside(Path(out), {"--expert": cfg.expert or None})
     paths = write_videos(cfg, load_expert(cfg.expert or None), out)
     print(f"videos: {len(paths)} mp4 files in {out} (import them with `exolam import mp4 {out} --out DST`)")
     return 0

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from exolam.errors import ConfigError
 
-TMP = re.compile(r"^\..+\.tmp(\d+)$")  # .NAME.tmpPID: fileio.atomic_write / atomic_dir, checkpoint.write
+TMP = re.compile(r"^\..+\.tmp(\d+)(\.[a-z0-9]+)?$")  # .NAME.tmpPID[.ext]: fileio.atomic_write / atomic_dir,
+# checkpoint.write, a video written under a temporary name (.episode_000000.mp4.tmpPID.mp4)
 
 
 def pid_alive(pid: int) -> bool:

@@ -288,28 +288,29 @@ def write_videos(cfg: VideosConfig, policy, out) -> list[Path]:
     if cfg.env.image_size % 2:
         raise ConfigError(f"env.image_size = {cfg.env.image_size} must be even to be stored as video (yuv420p)")
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create ({e.strerror or e}); choose another --out") from None
-    env, paths = DistractingControl(cfg.env), []
-    try:
-        fps = round(1.0 / env._env.control_timestep())
-        for e in range(cfg.episodes):
-            path = out / f"episode_{e:06d}.mp4"
-            if not path.exists():
-                frames = rollout(env, policy, cfg.seed, e, cfg.steps, paired=False)["observation.image"]
-                tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
-                writer = video.VideoFileWriter(tmp, cfg.codec, fps, *frames.shape[1:])
-                try:
-                    writer.write(frames)
-                    writer.close()
-                except BaseException:
-                    writer.abort()
-                    tmp.unlink(missing_ok=True)
-                    raise
-                os.replace(tmp, path)
-            paths.append(path)
-    finally:
-        env.close()
+    with claim(out, resumable=lambda: any(out.glob("episode_*.mp4"))):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{out}: cannot create ({e.strerror or e}); choose another --out") from None
+        env, paths = DistractingControl(cfg.env), []
+        try:
+            fps = round(1.0 / env._env.control_timestep())
+            for e in range(cfg.episodes):
+                path = out / f"episode_{e:06d}.mp4"
+                if not path.exists():
+                    frames = rollout(env, policy, cfg.seed, e, cfg.steps, paired=False)["observation.image"]
+                    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
+                    writer = video.VideoFileWriter(tmp, cfg.codec, fps, *frames.shape[1:])
+                    try:
+                        writer.write(frames)
+                        writer.close()
+                    except BaseException:
+                        writer.abort()
+                        tmp.unlink(missing_ok=True)
+                        raise
+                    os.replace(tmp, path)
+                paths.append(path)
+        finally:
+            env.close()
     return paths

@@ -50,6 +50,7 @@ from exolam.fileio import atomic_write, finite_json
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
+from exolam.outdir import claim
 from exolam.tools.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
@@ -137,27 +138,28 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
         paired_view.check_camera(ds.video_keys, camera)
     alt = paired_view.spec() if paired_view else lam_fields(ds, camera, paired=True, what="diagnose encoder")["o_alt"]
     encoders = [load_encoder(s) for s in specs]  # every spec checked before the slow part
-    picks = sample_frames(ds, max_frames)
-    o = _frames(ds, camera, picks, image_size)
-    if paired_view is None:
-        o_alt = _frames(ds, alt, picks, image_size)
-        switched, env_freq = _switches(ds, picks)
-    else:  # xi~ of the window starting at (e, t); every frame's view differs from it
-        o_alt = torch.stack([paired_view.view(e, t, x) for (e, t), x in zip(picks, o)])
-        switched, env_freq = torch.ones(len(picks), dtype=torch.bool), None
-    rows = [measure(enc.to(device), o, o_alt, switched, env_freq, batch, device) for enc in encoders]
-    rel = [r["delta_h"]["relative"] for r in rows]
-    ranking = [rows[i]["encoder"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
-    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt, "image_size": image_size,
-                       "frames": len(picks), "episodes": len({e for e, _ in picks}),
-                       "frame_shape": list(o.shape[1:])},
-              "encoders": rows, "ranking": ranking, "meaning": PLAIN}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e}); choose another --out") from None
-    atomic_write(out / "encoder.md", markdown(result))
-    atomic_write(out / "encoder.json", json.dumps(finite_json(result), indent=2) + "\n")  # last: marks completion
+    with claim(out, {"--data": ds.root}):
+        picks = sample_frames(ds, max_frames)
+        o = _frames(ds, camera, picks, image_size)
+        if paired_view is None:
+            o_alt = _frames(ds, alt, picks, image_size)
+            switched, env_freq = _switches(ds, picks)
+        else:  # xi~ of the window starting at (e, t); every frame's view differs from it
+            o_alt = torch.stack([paired_view.view(e, t, x) for (e, t), x in zip(picks, o)])
+            switched, env_freq = torch.ones(len(picks), dtype=torch.bool), None
+        rows = [measure(enc.to(device), o, o_alt, switched, env_freq, batch, device) for enc in encoders]
+        rel = [r["delta_h"]["relative"] for r in rows]
+        ranking = [rows[i]["encoder"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
+        result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt, "image_size": image_size,
+                           "frames": len(picks), "episodes": len({e for e, _ in picks}),
+                           "frame_shape": list(o.shape[1:])},
+                  "encoders": rows, "ranking": ranking, "meaning": PLAIN}
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e}); choose another --out") from None
+        atomic_write(out / "encoder.md", markdown(result))
+        atomic_write(out / "encoder.json", json.dumps(finite_json(result), indent=2) + "\n")  # last: marks completion
     return result
 
 

@@ -52,6 +52,7 @@ from exolam.data.lerobot import open_dataset
 from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_dir, finite_json, fresh_out
+from exolam.outdir import claim
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.tools.diagnose import STATE, frame_shape, select_windows
@@ -133,29 +134,30 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
                           f"{ds.root} gives {side} px (resize with --image-size)")
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
-    wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
-    train, test, split = select_windows(wd, max_windows, 0.5, seed)
-    idx = train + test
-    batch = collate([wd[i] for i in idx])
-    lab = torch.arange(len(idx)) if batch.label_mask is None else torch.nonzero(batch.label_mask.bool()).squeeze(1)
-    a = None if batch.a is None else _as_features(batch.a[lab])
-    s = None if batch.s is None else batch.s[lab].reshape(len(lab), -1).float()
-    rows = [measure(t, batch, lab, a, s, len(train)) for t in targets]
-    rel = [r["eta"]["relative"] for r in rows]
-    ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
-    alt = fields["o_alt"] if paired_view is None else paired_view.spec()
-    result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt,
-                       "image_size": image_size,
-                       "frame_gap": frame_gap, "windows": len(idx), "probe_split": split,
-                       "frame_shape": list(batch.o.shape[1:]), "state": STATE if "s" in fields else None},
-              "targets": rows, "ranking": ranking, "meaning": PLAIN}
+    with claim(out, {"--data": ds.root}):
+        wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
+        train, test, split = select_windows(wd, max_windows, 0.5, seed)
+        idx = train + test
+        batch = collate([wd[i] for i in idx])
+        lab = torch.arange(len(idx)) if batch.label_mask is None else torch.nonzero(batch.label_mask.bool()).squeeze(1)
+        a = None if batch.a is None else _as_features(batch.a[lab])
+        s = None if batch.s is None else batch.s[lab].reshape(len(lab), -1).float()
+        rows = [measure(t, batch, lab, a, s, len(train)) for t in targets]
+        rel = [r["eta"]["relative"] for r in rows]
+        ranking = [rows[i]["target"] for i in sorted(range(len(rows)), key=lambda i: (math.isnan(rel[i]), rel[i]))]
+        alt = fields["o_alt"] if paired_view is None else paired_view.spec()
+        result = {"data": {"root": str(ds.root.absolute()), "camera": camera, "alt": alt,
+                           "image_size": image_size,
+                           "frame_gap": frame_gap, "windows": len(idx), "probe_split": split,
+                           "frame_shape": list(batch.o.shape[1:]), "state": STATE if "s" in fields else None},
+                  "targets": rows, "ranking": ranking, "meaning": PLAIN}
 
-    def build(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
-        (tmp / "target.md").write_text(markdown(result))
-        (tmp / "target.json").write_text(json.dumps(finite_json(result), indent=2) + "\n")
+        def build(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            (tmp / "target.md").write_text(markdown(result))
+            (tmp / "target.json").write_text(json.dumps(finite_json(result), indent=2) + "\n")
 
-    atomic_dir(out, build)
+        atomic_dir(out, build)
     return result
 
 
