@@ -252,22 +252,43 @@ def test_remove_stale_keeps_other_names_and_live_writers(tmp_path):
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from exolam.outdir import claim
-    with claim(sys.argv[1]):
+    from pathlib import Path
+    from exolam.outdir import Lock
+    Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
+    with Lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)
 """)
 
 
+def hold(target: Path) -> subprocess.Popen:
+    """A second process holding the lock of `target` (as a running command would)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 @pytest.fixture
 def holder(tmp_path):
-    """A second process holding `tmp_path / 'out'` (as a running command would)."""
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "held"
+    p = hold(out)
     yield out, p
     p.kill()
     p.wait()
+
+
+def test_a_second_reproduce_of_one_experiment_is_refused(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    p = hold(runs / "leakage")
+    try:
+        tiny_run = ["reproduce", "leakage", "--out", runs, "--env.n-traj", "40", "--env.n-test-traj", "10",
+                    "--train.steps", "40", "--eval-samples", "50", "--seeds", "1"]
+        refused(tiny_run, f"PID {p.pid}", capsys)
+        assert sorted(x.name for x in runs.iterdir()) == [".leakage.lock"]  # no config.json written
+        assert main([str(a) for a in tiny_run + ["--shard", "1/2"]]) == 0  # a shard holds its own lock
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_a_second_process_on_one_out_is_refused(data, run, chunks, holder, tmp_path, capsys):

@@ -168,13 +168,15 @@ def reproduce(argv: list[str]) -> int:
     for run, (name, mod, cfg) in zip(runs, configs):
         t0 = time.time()
         shard = f" shard {opts.shard[0]}/{opts.shard[1]}" if opts.shard else ""
-        try:
-            run.open(to_jsonable(cfg))
-            print(f"[{name}] {opts.preset or ('quick' if opts.quick else 'full')} preset{shard} -> {run.path}", flush=True)
-            mod.run(cfg, run, opts.jobs)
-        except BaseException:  # bad input found late, a crash or ^C: a folder with nothing recorded goes
-            run.discard_if_empty()
-            raise
+        with run.held():
+            try:
+                run.open(to_jsonable(cfg))
+                print(f"[{name}] {opts.preset or ('quick' if opts.quick else 'full')} preset{shard} -> {run.path}",
+                      flush=True)
+                mod.run(cfg, run, opts.jobs)
+            except BaseException:  # bad input found late, a crash or ^C: a folder with nothing recorded goes
+                run.discard_if_empty()
+                raise
         if opts.shard:
             print(f"[{name}]{shard} done in {time.time() - t0:.1f} s: {run.results_csv}; when every shard has "
                   f"run, `exolam report --out {opts.out}` merges them", flush=True)
@@ -182,6 +184,8 @@ def reproduce(argv: list[str]) -> int:
         from exolam.experiments.report import finish
 
         summary = finish(name, mod, cfg, run)
+        if summary is None:  # nothing recorded (every row skipped)
+            continue
         print(f"[{name}] done in {time.time() - t0:.1f} s: {run.path / (name + '.png')}", flush=True)
         for c in mod.claims(summary):
             print(f"  [{c['holds']}] {c['claim']}: {c['ours']}")

@@ -93,40 +93,32 @@ def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
-class OutFolder:
-    """A claimed `--out` (module doc); use through `claim`."""
+class Lock:
+    """An exclusive lock on `target` (a folder or file that may not exist yet): the file
+    `<parent>/.<name>.lock` held with `fcntl.flock` and holding our PID; refused, not waited for."""
 
-    def __init__(self, out: str | Path, staging: Path | None = None, lock: bool = True, resumable=None):
-        self.path = Path(out)
-        self.staging = staging
-        self.lock = lock
-        self.resumable = resumable
+    def __init__(self, target: str | Path, flag: str = "--out"):
+        self.target, self.flag, self.path = Path(target), flag, lock_path(Path(target))
         self._fd: int | None = None
-        self._created_parents: list[Path] = []
-        self._existed = self.path.exists()
-        self._before: set[str] = set()
 
-    # ------------------------------------------------------------------ lock
-
-    def _acquire(self) -> None:
+    def __enter__(self) -> "Lock":
         import fcntl
 
-        lock = lock_path(self.path)
         while True:
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise ConfigError(f"--out = {self.path}: cannot create its lock {lock} ({e.strerror or e}); "
-                                  "choose another --out") from None
+                raise ConfigError(f"{self.flag} = {self.target}: cannot create its lock {self.path} "
+                                  f"({e.strerror or e}); choose another {self.flag}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise ConfigError(f"--out = {self.path}: in use by another exolam process (PID {holder}, lock "
-                                  f"{lock}); wait for it to finish or choose another --out") from None
+                raise ConfigError(f"{self.flag} = {self.target}: in use by another exolam process (PID {holder}, "
+                                  f"lock {self.path}); wait for it to finish or choose another {self.flag}") from None
             try:  # a holder that released between our open and flock unlinked the file: take a fresh one
-                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -135,14 +127,28 @@ class OutFolder:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        return self
 
-    def _release(self) -> None:
+    def __exit__(self, *exc) -> None:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(lock_path(self.path))  # while still holding it: a waiter re-checks the inode
+            os.unlink(self.path)  # while still holding it: a process that opened it re-checks the inode
         os.close(self._fd)
         self._fd = None
+
+
+class OutFolder:
+    """A claimed `--out` (module doc); use through `claim`."""
+
+    def __init__(self, out: str | Path, staging: Path | None = None, lock: bool = True, resumable=None):
+        self.path = Path(out)
+        self.staging = staging
+        self.lock = Lock(self.path) if lock else None
+        self.resumable = resumable
+        self._created_parents: list[Path] = []
+        self._existed = self.path.exists()
+        self._before: set[str] = set()
 
     # ------------------------------------------------------------------ enter / exit
 
@@ -161,8 +167,8 @@ class OutFolder:
                               "--out") from None
         self._created_parents = missing  # innermost first
         try:
-            if self.lock:
-                self._acquire()
+            if self.lock is not None:
+                self.lock.__enter__()
             remove_stale(parent, self.path.name)
             remove_stale(self.path, recursive=True)
             if self.staging is not None:
@@ -174,6 +180,10 @@ class OutFolder:
             self._drop_parents()
             raise
         return self
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.__exit__()
 
     def __exit__(self, kind, exc, tb) -> None:
         failed = exc is not None and (isinstance(exc, ConfigError) or not (self.resumable and self.resumable()))
@@ -205,7 +215,7 @@ class OutFolder:
                 d.rmdir()
 
 
-def _rank0() -> bool:
+def rank0() -> bool:
     """False in the ranks > 0 of a multi-process launch (torchrun, SLURM, Fabric's ddp launcher), which
     write nothing; the same variables as train.engine.launched_externally / launcher_rank."""
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
@@ -218,5 +228,5 @@ def claim(out: str | Path, inputs: dict[str, str | Path | None] | None = None, *
     `resumable()` says a state worth resuming exists and the failure is no refusal (module doc)."""
     out = Path(out)
     check_outside(out, inputs or {})
-    with OutFolder(out, staging, lock=_rank0(), resumable=resumable) as folder:
+    with OutFolder(out, staging, lock=rank0(), resumable=resumable) as folder:
         yield folder

@@ -4,7 +4,8 @@
 `summary.json` (mean and standard error per config) and `<experiment>.png`. Every file is written
 to a temporary name and renamed (`fileio.atomic_write`), so nothing half-written is ever left. A rerun of the same config
 skips the (config, seed) rows already in results.csv (an interrupted sweep resumes); a rerun with
-a different config refuses instead of overwriting.
+a different config refuses instead of overwriting. Two processes never record one results file at
+once (`held`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from exolam.errors import ConfigError
 from exolam.fileio import atomic_write, read_json
+from exolam.outdir import Lock, rank0, remove_stale
 
 
 class RunDir:
@@ -101,6 +103,28 @@ class RunDir:
             self.discard_if_empty()
             raise
         return self
+
+    @contextlib.contextmanager
+    def held(self):
+        """Hold this run (or this shard of it: the shards of one sweep run side by side) for the calling
+        process: the lock `DIR/.<experiment>[.shard-K-of-N].lock` (outdir.Lock; a second process is refused
+        naming the holder's PID), then the temporaries of dead writers in the folder swept. DIR is created
+        if needed and removed again if it is left empty."""
+        made = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot create the run folder ({e.strerror or e}); choose another "
+                              "--out") from None
+        name = self.name if self.shard is None else f"{self.name}.shard-{self.shard[0]}-of-{self.shard[1]}"
+        try:
+            with Lock(self.path.parent / name) if rank0() else contextlib.nullcontext():  # ranks > 0 record nothing
+                remove_stale(self.path, recursive=True)
+                yield self
+        finally:
+            for d in made:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
     def discard_if_empty(self) -> None:
         """Remove the folders open() created when nothing was recorded (bad input, early failure, ^C).
