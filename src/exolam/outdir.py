@@ -1,5 +1,7 @@
-"""The `--out` folder of every own-data command (import, train, label, diagnose, control collect): one
-mechanism for "nothing half-written, nothing left behind, no two writers".
+"""The `--out` folder of every command that writes one (import, train, label, diagnose and its encoder /
+target variants, control collect / videos): one mechanism for "nothing half-written, nothing left
+behind, no two writers". `exolam reproduce` holds each experiment's run folder with the same `Lock`
+and sweep (runio.RunDir.held); its rows resume by their own rules (runio.py).
 
     with claim(out, {"--data": data}, resumable=lambda: ckpt.exists()):  # checks, lock, stale sweep
         ...                                                                 # build the output
@@ -10,8 +12,8 @@ mechanism for "nothing half-written, nothing left behind, no two writers".
 2. **lock** - `<parent>/.<name>.lock`, held with `fcntl.flock` for the command's lifetime (the kernel
    drops it when the process dies, so a killed holder never blocks the next run). A second process on
    the same `--out` is refused with one line naming the holder's PID. The lock file is removed on
-   release. Only one process of a multi-process launch takes it (rank 0; `engine.launched_externally`
-   ranks > 0 write nothing).
+   release. Only rank 0 of a multi-process launch (torchrun, SLURM, Fabric's ddp launcher) claims
+   `--out`; ranks > 0 write nothing, so they neither lock, sweep nor roll back.
 3. **stale temporaries** - every temporary name of ours belonging to this `--out` whose writer is
    dead is removed: `.<name>.tmp<PID>` beside it (a folder built by `fileio.atomic_dir`), and
    `.<file>.tmp<PID>` inside it or inside its staging folder (`fileio.atomic_write`,
@@ -141,10 +143,10 @@ class Lock:
 class OutFolder:
     """A claimed `--out` (module doc); use through `claim`."""
 
-    def __init__(self, out: str | Path, staging: Path | None = None, lock: bool = True, resumable=None):
+    def __init__(self, out: str | Path, staging: Path | None = None, resumable=None):
         self.path = Path(out)
         self.staging = staging
-        self.lock = Lock(self.path) if lock else None
+        self.lock = Lock(self.path)
         self.resumable = resumable
         self._created_parents: list[Path] = []
         self._existed = self.path.exists()
@@ -167,8 +169,7 @@ class OutFolder:
                               "--out") from None
         self._created_parents = missing  # innermost first
         try:
-            if self.lock is not None:
-                self.lock.__enter__()
+            self.lock.__enter__()
             remove_stale(parent, self.path.name)
             remove_stale(self.path, recursive=True)
             if self.staging is not None:
@@ -182,8 +183,7 @@ class OutFolder:
         return self
 
     def _release(self) -> None:
-        if self.lock is not None:
-            self.lock.__exit__()
+        self.lock.__exit__()
 
     def __exit__(self, kind, exc, tb) -> None:
         failed = exc is not None and (isinstance(exc, ConfigError) or not (self.resumable and self.resumable()))
@@ -228,5 +228,8 @@ def claim(out: str | Path, inputs: dict[str, str | Path | None] | None = None, *
     `resumable()` says a state worth resuming exists and the failure is no refusal (module doc)."""
     out = Path(out)
     check_outside(out, inputs or {})
-    with OutFolder(out, staging, lock=rank0(), resumable=resumable) as folder:
+    if not rank0():  # a rank > 0 of a multi-process launch: rank 0 holds, sweeps and rolls back
+        yield None
+        return
+    with OutFolder(out, staging, resumable=resumable) as folder:
         yield folder
