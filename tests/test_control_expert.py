@@ -10,11 +10,20 @@ import torch
 pytest.importorskip("dm_control")
 sb3 = pytest.importorskip("stable_baselines3")
 
+from codec_noise import DECODED_TOL  # noqa: E402
 from exolam.cli import main  # noqa: E402
 from exolam.data.lerobot import open_dataset  # noqa: E402
+from exolam.envs.control import ensure_gl  # noqa: E402
 from exolam.envs.control_expert import (PACKAGED, Expert, ExpertConfig, _build, _export, evaluate,  # noqa: E402
                                         flat_state, load_expert, save_expert, train_expert)
 from exolam.errors import ConfigError  # noqa: E402
+
+# Choose the headless GL backend now: the SB3 tests import mujoco before any env renders, and mujoco
+# imported with MUJOCO_GL unset takes glfw, which cannot render without a display (this file run alone).
+try:
+    ensure_gl()
+except ConfigError:
+    pass  # no headless GL: the rendering tests below fail saying so
 
 
 def random_expert(tmp_path, seed=0):
@@ -36,6 +45,7 @@ def test_export_acts_like_sb3_deterministic_policy(tmp_path, algo):
     fed = venv.normalize_obs(obs) if algo == "ppo" else obs
     want, _ = model.predict(fed, deterministic=True)
     got = np.stack([expert(o.astype(np.float64)) for o in obs])
+    # tolerance: the same weights in another op order (SB3 batches and normalises obs in float32)
     np.testing.assert_allclose(got, np.clip(want, -1, 1), atol=1e-5)
 
 
@@ -86,8 +96,12 @@ def test_shipped_expert_reaches_its_recorded_return():
     if not (PACKAGED / "config.json").exists():
         pytest.skip("no expert shipped in this checkout")
     e = load_expert()
-    assert evaluate(e, "cheetah", "run", 1, e.meta["seed"] + 2)[0] == pytest.approx(e.meta["eval"]["returns"][0],
-                                                                                     abs=0.01)
+    # Tolerance, not equality: MuJoCo and the policy's float math are not bit-identical across CPUs and
+    # cheetah-run is chaotic, so on another machine this is in effect another episode of the same expert
+    # (636.64 against the recorded 639.93 on an AVX-512 Xeon). 10% is > 4 std of the expert's own recorded
+    # episodes (615-672, std 15.7); a random policy gets 0.1-5 and fails by > 500.
+    got = evaluate(e, "cheetah", "run", 1, e.meta["seed"] + 2)[0]
+    assert got == pytest.approx(e.meta["eval"]["returns"][0], rel=0.1)
 
 
 def test_cli_collect_and_bad_input(tmp_path, capsys):
@@ -111,19 +125,24 @@ def test_cli_collect_and_bad_input(tmp_path, capsys):
     assert main(["control", "train-expert", "--algo", "dqn", "--out", str(tmp_path / "e")]) == 2
 
 
-def test_parallel_collection_equals_sequential(tmp_path):
+def test_parallel_collection_equals_sequential(tmp_path, monkeypatch):
+    from exolam.envs import control_collect
     from exolam.envs.control import ControlConfig
-    from exolam.envs.control_collect import collect
+    from codec_noise import assert_decoded_close, assert_same_episodes, record_writes
+    from test_control_collect import NUMERIC, VIDEOS
 
     expert = load_expert(random_expert(tmp_path))
     cfg = ControlConfig(image_size=32)
-    one = open_dataset(collect(cfg, expert, tmp_path / "one", 3, 10, 5))
-    two = open_dataset(collect(cfg, expert, tmp_path / "two", 3, 10, 5, jobs=2))
-    for e in range(3):
-        for key in ("observation.state", "action", "xi", "xi_alt"):
-            np.testing.assert_array_equal(one.column(key, e), two.column(key, e))
-        np.testing.assert_array_equal(one.frames("observation.image_alt", e, 0, 10),
-                                      two.frames("observation.image_alt", e, 0, 10))
+    handed = record_writes(monkeypatch, control_collect)
+    one = open_dataset(control_collect.collect(cfg, expert, tmp_path / "one", 3, 10, 5))
+    two = open_dataset(control_collect.collect(cfg, expert, tmp_path / "two", 3, 10, 5, jobs=2))
+    # exact where it is the point: the raw renders and columns the workers staged, before encoding
+    assert_same_episodes(handed[0], handed[1])
+    for e in range(3):  # exact: parquet columns, written by our code from those arrays
+        for key in NUMERIC:
+            np.testing.assert_array_equal(one.column(key, e), two.column(key, e), err_msg=f"{key} episode {e}")
+    for key in VIDEOS:  # tolerance: two lossy encodings of those frames, not always the same bitstream
+        assert_decoded_close(one, two, key, 3)
 
 
 def test_cli_videos_are_the_collected_frames(tmp_path):
@@ -136,6 +155,8 @@ def test_cli_videos_are_the_collected_frames(tmp_path):
     ds = open_dataset(tmp_path / "c" / "dataset")
     files = sorted((tmp_path / "v").glob("*.mp4"))
     assert [f.name for f in files] == ["episode_000000.mp4", "episode_000001.mp4"]
-    got = video.open_reader(files[1], 100).read(range(12))
-    want = ds.frames("observation.image", 1, 0, 12)
-    assert np.abs(np.stack(got).astype(int) - want.astype(int)).mean() < 3  # both h264 of the same renders
+    got = np.stack(video.open_reader(files[1], 100).read(range(12))).astype(int)
+    # tolerance: two h264 encodings of the same renders, not always the same bitstream (codec_noise.py);
+    # episode 0's frames are not within it
+    assert np.abs(got - ds.frames("observation.image", 1, 0, 12).astype(int)).mean() < DECODED_TOL
+    assert np.abs(got - ds.frames("observation.image", 0, 0, 12).astype(int)).mean() > DECODED_TOL
