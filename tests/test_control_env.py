@@ -166,12 +166,12 @@ def test_unknown_task_is_config_error():
 
 
 def test_gl_backend_fallback_and_clear_error():
-    from exolam.envs import control
+    from exolam.envs.suite import choose_backend
 
-    assert control.choose_backend(lambda b: True) == "egl"
-    assert control.choose_backend(lambda b: b == "osmesa") == "osmesa"
+    assert choose_backend(lambda b: True) == "egl"
+    assert choose_backend(lambda b: b == "osmesa") == "osmesa"
     with pytest.raises(ConfigError, match="libosmesa6"):
-        control.choose_backend(lambda b: False)
+        choose_backend(lambda b: False)
 
 
 def test_episode_end_needs_reset(env):

@@ -13,7 +13,7 @@ sb3 = pytest.importorskip("stable_baselines3")
 from codec_noise import DECODED_TOL  # noqa: E402
 from exolam.cli import main  # noqa: E402
 from exolam.data.lerobot import open_dataset  # noqa: E402
-from exolam.envs.control import ensure_gl  # noqa: E402
+from exolam.envs.suite import ensure_gl  # noqa: E402
 from exolam.envs.control_expert import (PACKAGED, Expert, ExpertConfig, _build, _export, evaluate,  # noqa: E402
                                         flat_state, load_expert, save_expert, train_expert)
 from exolam.errors import ConfigError  # noqa: E402

@@ -46,21 +46,17 @@ Headless: MUJOCO_GL defaults to egl, falling back to osmesa; neither -> one Conf
 
 from __future__ import annotations
 
-import ctypes.util
 import dataclasses
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-from exolam.envs.suite import load_task
+from exolam.envs.suite import GL_PACKAGES, ensure_gl, load_task
 from exolam.errors import ConfigError, check_positive_int, check_range
 
 MODES = ("drift", "discrete")
 CAM_FIELDS = ("d_h", "d_v", "d_roll", "d_zoom")
-GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 (run `make sysdeps` as root)"
 _STREAM_EPISODE, _STREAM_CONFIGS = 0, 1  # SeedSequence spawn keys: episodes vs discrete set
 
 
@@ -112,54 +108,6 @@ class ControlConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"{prefix}.seed = {self.seed!r} must be an integer >= 0")
         return self
-
-
-# ---------------------------------------------------------------- headless GL ---------------------
-_GL_CHECKED = False
-
-
-def _probe_gl(backend: str) -> bool:
-    """Whether a MuJoCo GL context opens under `backend`, tried in a subprocess (a failed EGL/OSMesa
-    start cannot be undone in-process: PyOpenGL binds its platform at first import)."""
-    lib = {"egl": "EGL", "osmesa": "OSMesa"}[backend]
-    if ctypes.util.find_library(lib) is None:
-        return False
-    env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
-    code = "import mujoco; c = mujoco.GLContext(8, 8); c.make_current(); print('ok')"
-    try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "ok" in out.stdout
-
-
-def choose_backend(probe=None) -> str:
-    """First of egl, osmesa whose context opens (`probe(name) -> bool`), else ConfigError."""
-    probe = probe or _probe_gl
-    for backend in ("egl", "osmesa"):
-        if probe(backend):
-            return backend
-    raise ConfigError(f"no headless GL backend: neither EGL nor OSMesa opens a context; install {GL_PACKAGES}")
-
-
-def ensure_gl() -> str:
-    """Pick the headless GL backend before mujoco/dm_control are imported; returns its name.
-
-    An explicit MUJOCO_GL is respected. Unset: egl if a context opens, else osmesa, else ConfigError.
-    If mujoco was already imported with MUJOCO_GL unset, the choice is mujoco's (glfw) and a failed
-    render says to set MUJOCO_GL first.
-    """
-    global _GL_CHECKED
-    if os.environ.get("MUJOCO_GL") or _GL_CHECKED:
-        return os.environ.get("MUJOCO_GL", "")
-    if "mujoco" in sys.modules or "OpenGL" in sys.modules:  # too late to choose for mujoco
-        os.environ["MUJOCO_GL"] = "egl"
-    else:
-        backend = choose_backend()
-        os.environ["MUJOCO_GL"] = backend
-        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
-    _GL_CHECKED = True
-    return os.environ["MUJOCO_GL"]
 
 
 # ---------------------------------------------------------------- camera geometry -----------------
