@@ -241,11 +241,12 @@ def test_checkpoint_left_aside_by_a_kill_between_renames(data, run, tmp_path):
 
 def test_remove_stale_keeps_other_names_and_live_writers(tmp_path):
     pid = dead_pid()
-    for name in (f".a.tmp{pid}", f".b.tmp{pid}", f".a.tmp{os.getpid()}", f"a.tmp{pid}", ".a.tmpx"):
+    kept = [f".b.tmp{pid}", f".ab.tmp{pid}", f".a.tmp{os.getpid()}", f"a.tmp{pid}", ".a.tmpx"]
+    for name in [f".a.tmp{pid}", *kept]:
         (tmp_path / name).write_text("x")
     assert [p.name for p in remove_stale(tmp_path, "a")] == [f".a.tmp{pid}"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".b.tmp{pid}", f".a.tmp{os.getpid()}", f"a.tmp{pid}",
-                                                                 ".a.tmpx"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert sorted(p.name for p in remove_stale(tmp_path)) == sorted([f".b.tmp{pid}", f".ab.tmp{pid}"])
 
 
 # ------------------------------------------------------------------ races: one writer per --out

@@ -55,8 +55,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale(folder: Path, prefix: str = "", recursive: bool = False) -> list[Path]:
-    """Remove the temporaries `.NAME.tmpPID` under `folder` (names starting with `.{prefix}`) whose
-    writer PID is no longer alive; returns what was removed."""
+    """Remove the temporaries `.NAME.tmpPID` under `folder` (with `prefix`: only `.{prefix}.tmpPID`, the
+    temporary of one target) whose writer PID is no longer alive; returns what was removed."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
@@ -65,7 +65,7 @@ def remove_stale(folder: Path, prefix: str = "", recursive: bool = False) -> lis
         root = Path(root)
         for entry in list(root.iterdir()) if root.is_dir() else []:
             m = TMP.match(entry.name)
-            if not m or not entry.name.startswith(f".{prefix}") or int(m.group(1)) == os.getpid():
+            if not m or (prefix and not entry.name.startswith(f".{prefix}.tmp")) or int(m.group(1)) == os.getpid():
                 continue
             if pid_alive(int(m.group(1))):
                 continue

@@ -330,6 +330,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
         fields["s"] = STATE  # carried in the `s` slot of Transitions: the o of NMSE(a | z, o)
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
     with claim(out, {"--data": ds.root}):
+        fresh_out(out)  # again under the lock: a process that held it may have written it meanwhile
         results, maps = _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction,
                                  seed, name, paired_view, log)
 

@@ -135,6 +135,7 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     if STATE in ds.numeric_keys:
         fields["s"] = STATE
     with claim(out, {"--data": ds.root}):
+        fresh_out(out)  # again under the lock: a process that held it may have written it meanwhile
         wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
         train, test, split = select_windows(wd, max_windows, 0.5, seed)
         idx = train + test
