@@ -148,9 +148,9 @@ def e2e_rate(root: Path, out: Path, steps: int, batch: int, workers: int) -> tup
 def label_rates(ckpt: Path, root: Path, out: Path, frames: int) -> tuple[float, float]:
     """(frames/s of label_dataset, frames/s of latent_actions alone) over every frame of the dataset."""
     from exolam.data.lerobot import open_dataset
+    from exolam.models import checkpoint
+    from exolam.models.checkpoint import checkpoint_input
     from exolam.tools.label import label_dataset, latent_actions
-    from exolam.tools.train import checkpoint_input
-    from exolam.train import checkpoint
 
     t = time.perf_counter()
     label_dataset(ckpt, root, out, log=lambda _: None)

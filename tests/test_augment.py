@@ -12,7 +12,7 @@ from exolam.data.augment import PairedAugment
 from exolam.data.lerobot import write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
-from exolam.train import checkpoint
+from exolam.models import checkpoint
 
 IMG = "observation.image"
 TINY = "--image-size 16 --batch-size 4 --idm-channels 4 4 --fdm-channels 4 4 --precision 32 --steps 2"

@@ -13,11 +13,12 @@ from exolam.cli_diagnose import diagnose_command  # noqa: E402
 from exolam.data.sampling import TensorSource  # noqa: E402
 from exolam.envs.gridworld import GridWorldConfig, export_lerobot, make_dataset  # noqa: E402
 from exolam.errors import ConfigError  # noqa: E402
+from exolam.models import checkpoint  # noqa: E402
 from exolam.models.vq import VQLAM, VQLAMConfig  # noqa: E402
 from exolam.objectives import Objective  # noqa: E402
 from exolam.tools.adapter import LAMAdapter  # noqa: E402
 from exolam.tools.diagnose import diagnose  # noqa: E402
-from exolam.train import checkpoint, engine  # noqa: E402
+from exolam.train import engine  # noqa: E402
 
 torch.set_num_threads(1)
 MODEL = VQLAMConfig(idm_channels=(8,), idm_hidden=16, d_z=8, fdm_channels=(8, 8, 8, 8))

@@ -12,10 +12,10 @@ import torch
 from exolam.data.features import CachedFeatures, cache_features, encode_episode
 from exolam.data.lerobot import open_dataset
 from exolam.errors import ConfigError
+from exolam.models import checkpoint
 from exolam.models.encoders import Encoder, load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig
 from exolam.tools.diagnose_encoder import diagnose_encoder, diagnose_encoder_command
-from exolam.train import checkpoint
 
 TINY_EMA = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4,
                          encoder="ema")

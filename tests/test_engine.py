@@ -1,4 +1,4 @@
-"""The training engine (train/engine.py) and checkpoint folders (train/checkpoint.py): exact resume after
+"""The training engine (train/engine.py) and checkpoint folders (models/checkpoint.py): exact resume after
 kill -9, 2-process DDP = 1 process, hooks and metrics, exolam.load, incompatible checkpoints."""
 
 import json
@@ -17,9 +17,10 @@ import exolam
 from exolam.data.sampling import TensorSource
 from exolam.envs.gridworld import GridWorldConfig, make_dataset
 from exolam.errors import ConfigError
+from exolam.models import checkpoint
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 
 torch.set_num_threads(1)
 MODEL = VQLAMConfig(idm_channels=(8,), idm_hidden=16, d_z=8, fdm_channels=(8, 8, 8, 8))

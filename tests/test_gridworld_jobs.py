@@ -11,9 +11,9 @@ import torch
 from exolam.envs.gridworld import GridWorldConfig, make_dataset
 from exolam.errors import ConfigError
 from exolam.experiments.vqlam import VQSweepConfig, make_job, run_job, run_jobs
+from exolam.models.checkpoint import load_model
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.runio import RunDir
-from exolam.train.checkpoint import load_model
 from exolam.train.engine import TrainConfig
 
 torch.set_num_threads(1)

@@ -9,10 +9,11 @@ import exolam
 from exolam.data.sampling import TensorSource
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError
+from exolam.models import checkpoint
 from exolam.models.base import IDMOutput
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook
 from exolam.objectives import Objective, sq_err
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 
 torch.set_num_threads(1)
 

@@ -15,9 +15,10 @@ from exolam.cli_own import label_command, train_command
 from exolam.data.lerobot import open_dataset, write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
+from exolam.models import checkpoint
 from exolam.tools.label import label_dataset
 from exolam.tools.train import TrainOwnConfig, train_own
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 
 IMG = "observation.image"
 TINY = "--image-size 32 --batch-size 8 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --log-every 1"
@@ -170,7 +171,10 @@ def test_vq_codebook_update_loss_is_recorded(free, tmp_path):
 
 
 def test_label_v21_copy_keeps_its_layout(data, tmp_path):
-    from test_data_lerobot import CAM, write_v21  # the hand-written v2.1 folder of the reader's tests
+    from test_data_lerobot import (  # the hand-written v2.1 folder of the reader's tests
+        CAM,
+        write_v21,
+    )
 
     write_v21(tmp_path / "v21")
     assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --steps 2 {TINY}".split()) == 0

@@ -7,7 +7,7 @@ metrics and every experiment. See design.md for the layers; imports only point d
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError
-from exolam.train.checkpoint import load_model as load
+from exolam.models.checkpoint import load_model as load
 
 __all__ = ["Transitions", "ConfigError", "load"]
 __version__ = "0.1.0"

@@ -46,10 +46,14 @@ def diagnose_command(argv: list[str]) -> int:
     from exolam.data.augment import PairedAugment
     from exolam.data.lerobot import open_dataset
     from exolam.fileio import fresh_out
+    from exolam.models.checkpoint import (
+        checkpoint_input,
+        in_run,
+        input_camera,
+        load_model,
+    )
     from exolam.outdir import check_outside
     from exolam.tools.diagnose import diagnose
-    from exolam.tools.train import checkpoint_input, input_camera
-    from exolam.train.checkpoint import in_run, load_model
 
     paired_view = None
     if "paired_view" in value:

@@ -41,6 +41,14 @@ def camera_key(ds: LeRobotDataset, camera: str | None) -> str:
     return camera
 
 
+def stored_shape(ds: LeRobotDataset, camera: str) -> tuple[int, int, int]:
+    """(H, W, C) of a camera as stored: a video's [H, W, C], or an image-shaped numeric feature's [C, H, W]."""
+    if camera in ds.video_keys:
+        return tuple(int(d) for d in ds.video_shapes[camera])
+    c, h, w = (int(d) for d in ds.features[camera]["shape"])
+    return h, w, c
+
+
 def lam_fields(ds: LeRobotDataset, camera: str, *, paired: bool = False, action: bool = False,
                what: str = "objective") -> dict[str, str]:
     """WindowDataset fields {o, [o_alt], [a, label_mask]}; data the caller needs but D lacks -> one line."""

@@ -28,15 +28,32 @@ import torch
 
 from exolam.data.sampling import TensorSource
 from exolam.data.transitions import Transitions
-from exolam.envs.gridworld import CONTROL_REGION, EXO_REGION, H, N_ACTIONS, W, GridWorldConfig, make_dataset, noise_floor
+from exolam.envs.gridworld import (
+    CONTROL_REGION,
+    EXO_REGION,
+    N_ACTIONS,
+    GridWorldConfig,
+    H,
+    W,
+    make_dataset,
+    noise_floor,
+)
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fields import check_set_by
 from exolam.fileio import to_jsonable
-from exolam.metrics.pixel import codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, region_mse, swap_psnr
+from exolam.metrics.pixel import (
+    codebook_usage,
+    consistency_loss,
+    exo_region_mse,
+    probe_accuracy,
+    region_mse,
+    swap_psnr,
+)
+from exolam.models import checkpoint
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
 from exolam.runio import RunDir
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 from exolam.train.engine import TrainConfig, resolve_precision
 from exolam.train.sweep import Task, run_tasks
 

@@ -140,15 +140,18 @@ class EMAEncoder(Encoder):
     """f_EMA of a LapoLAM(encoder="ema") checkpoint (lapo.py, App. D): the stop-gradient target encoder."""
 
     def __init__(self, folder: str):
-        from exolam.models.lapo import LapoLAM
-        from exolam.train.checkpoint import load_model, resolve
+        from exolam.models.checkpoint import (  # (not lapo.py: it loads encoders itself)
+            load_model,
+            resolve,
+        )
 
         path = resolve(Path(folder).expanduser()).absolute()
         if not path.exists():
             raise ConfigError(f"encoder ema:{folder}: {path} does not exist (an exolam checkpoint folder is expected)")
         lam = load_model(path)
-        if not isinstance(lam, LapoLAM) or lam.cfg.encoder != "ema":
-            got = type(lam).__name__ + (f" with encoder {lam.cfg.encoder!r}" if isinstance(lam, LapoLAM) else "")
+        mode = getattr(getattr(lam, "cfg", None), "encoder", None)  # LapoLAM's observation space
+        if mode != "ema" or not hasattr(lam, "f_ema"):
+            got = type(lam).__name__ + (f" with encoder {mode!r}" if mode is not None else "")
             raise ConfigError(f"encoder ema:{folder}: {path} holds a {got}; a LapoLAM trained with encoder 'ema' "
                               "is needed")
         super().__init__(f"ema:{path}", frozen=True, fingerprint=fingerprint(path / "model.safetensors"))

@@ -58,7 +58,7 @@ def _skip(reason: str) -> dict:  # a section the data does not allow, and why
     return {"measured": False, "reason": reason}
 
 
-def frame_shape(ds: LeRobotDataset, camera: str, image_size: int | None) -> tuple[int, int, int]:
+def resized_shape(ds: LeRobotDataset, camera: str, image_size: int | None) -> tuple[int, int, int]:
     """(C, H, W) the LAM will see of `camera` (video resized to image_size when given)."""
     if camera in ds.video_keys:
         h, w, c = ds.video_shapes[camera]
@@ -315,7 +315,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     out = fresh_out(out_dir)
     ds = open_dataset(dataset_root)
     cam = camera_key(ds, camera)
-    have, want = frame_shape(ds, cam, image_size), model_shape(lam)
+    have, want = resized_shape(ds, cam, image_size), model_shape(lam)
     if want is not None and have != want:
         raise ConfigError(f"{ds.root}: camera '{cam}' gives frames {have} (C, H, W), the LAM expects {want}: "
                           "choose the camera it was trained on (--camera) or a dataset of its image size and channels")

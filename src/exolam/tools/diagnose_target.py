@@ -55,7 +55,7 @@ from exolam.fileio import atomic_dir, finite_json, fresh_out
 from exolam.outdir import claim
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.tools.diagnose import STATE, frame_shape, select_windows
+from exolam.tools.diagnose import STATE, resized_shape, select_windows
 from exolam.tools.diagnose_report import short_num
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
@@ -128,7 +128,7 @@ def diagnose_target(targets, data_root, out_dir, camera: str | None = None, *, i
     # `action` target on data without one is refused here
     fields = lam_fields(ds, camera, paired=paired_view is None,
                         action="action" in targets or ACTION in ds.numeric_keys, what="diagnose target")
-    side = min(frame_shape(ds, camera, image_size)[1:])
+    side = min(resized_shape(ds, camera, image_size)[1:])
     if "flow" in targets and side < DIS_MIN_SIDE:
         raise ConfigError(f"--target flow: DIS flow needs frames >= {DIS_MIN_SIDE} px a side, but '{camera}' of "
                           f"{ds.root} gives {side} px (resize with --image-size)")

@@ -46,24 +46,25 @@ import numpy as np
 import torch
 
 from exolam.data.augment import PairedAugment
-from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields
+from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields, stored_shape
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.fileio import atomic_write, to_jsonable
+from exolam.models import checkpoint
+from exolam.models.checkpoint import OWN_LAM as KIND
 from exolam.models.encoders import load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
 from exolam.outdir import check_outside, claim
-from exolam.train import checkpoint, engine
+from exolam.train import engine
 from exolam.train.engine import TrainConfig, check_memory
 
 MODELS = ("lapo", "vq")
 MAX_VQ_SIZE = 64
 FROZEN_ONLY = ("encoder_spec", "proj_channels", "encoder_fingerprint")  # LapoLAMConfig fields of encoder "frozen"
-KIND = "exolam-own-lam"
 
 
 @dataclasses.dataclass
@@ -168,14 +169,6 @@ class TrainOwnConfig:
                            log_every=self.log_every).validate("train")
 
 
-def frame_shape(ds: LeRobotDataset, camera: str) -> tuple[int, int, int]:
-    """(H, W, C) of a camera as stored: a video's [H, W, C], or an image-shaped numeric feature's [C, H, W]."""
-    if camera in ds.video_keys:
-        return tuple(int(d) for d in ds.video_shapes[camera])
-    c, h, w = (int(d) for d in ds.features[camera]["shape"])
-    return h, w, c
-
-
 @dataclasses.dataclass
 class Plan:
     """Everything a training process builds from a `TrainOwnConfig` (cheap; rebuilt by every DDP rank)."""
@@ -223,7 +216,7 @@ def plan(cfg: TrainOwnConfig) -> Plan:
     """Open the dataset and resolve the camera, fields, model config and objective; bad input -> one line."""
     ds = open_dataset(cfg.data)
     camera = camera_key(ds, cfg.camera)
-    h, w, c = frame_shape(ds, camera)
+    h, w, c = stored_shape(ds, camera)
     if camera not in ds.video_keys and (h, w) != (cfg.image_size, cfg.image_size):
         raise ConfigError(f"--image-size = {cfg.image_size}: camera '{camera}' is a numeric feature of {h}x{w} "
                           f"frames, which are not resized; use --image-size {h}" if h == w else
@@ -358,48 +351,3 @@ def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = No
     result = engine.fit(fabric, model, objective, p.source(), cfg.train_config(), spec=spec, ckpt=ckpt, hooks=hooks,
                         metrics=Path(ckpt).parent / "metrics.jsonl", desc="train", lr_flag="--lr")
     return result.loss_train
-
-
-def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, dict | None]:
-    """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, frame_shape,
-    frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs).
-    A checkpoint that records no camera (trained on a simulator's arrays) or holds no image LAM is
-    refused, or with `required=False` gives input None."""
-    meta = checkpoint.read_config(folder)
-    model = meta.get("model", {}).get("class", "")
-    if model not in ("exolam.models.lapo.LapoLAM", "exolam.models.vq.VQLAM"):
-        if not required:
-            return meta, None
-        raise ConfigError(f"checkpoint {folder}: holds a {model or 'unknown model'}, not an image LAM "
-                          "(LapoLAM or VQLAM)")
-    spec = meta.get("spec") or {}
-    if isinstance(spec, dict) and spec.get("kind") == KIND:
-        return meta, dict(spec["input"])
-    data, mcfg = meta.get("data") or {}, meta["model"].get("config") or {}
-    if not isinstance(data, dict) or data.get("kind") != "lerobot-windows" or "o" not in (data.get("fields") or {}):
-        if not required:
-            return meta, None
-        raise ConfigError(f"checkpoint {folder}: records no camera / frame gap (not trained on LeRobot video)")
-    size = data.get("image_size") or mcfg.get("frame")
-    c = mcfg.get("in_channels")
-    return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "frame_shape": [size, size, c],
-                  "frame_gap": data.get("frame_gap", 1)}
-
-
-def input_camera(ckpt: Path, inp: dict, ds: LeRobotDataset, camera: str | None) -> str:
-    """The camera of `ds` to read with a checkpoint trained on `inp`, checked the one way `label` and
-    `diagnose` share: default the checkpoint's own camera (a dataset without it is refused, never
-    silently read through another; --camera names another on purpose), and its frames must be of the
-    size and channels the checkpoint was trained on (they are resized to its image size, as in training)."""
-    if camera is None:
-        if inp["camera"] not in ds.features:
-            raise ConfigError(f"checkpoint {ckpt}: trained on camera '{inp['camera']}', which {ds.root} lacks (its "
-                              f"cameras: {', '.join(ds.video_keys) or 'none'}); pass --camera KEY to read another one")
-        camera = inp["camera"]
-    camera = camera_key(ds, camera)
-    have, want = list(frame_shape(ds, camera)), list(inp["frame_shape"])
-    if have != want:
-        raise ConfigError(f"checkpoint {ckpt}: trained on {'x'.join(map(str, want))} (HxWxC) frames of "
-                          f"'{inp['camera']}' (resized to {inp['image_size']}px), but '{camera}' of {ds.root} has "
-                          f"{'x'.join(map(str, have))} frames")
-    return camera

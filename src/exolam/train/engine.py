@@ -17,7 +17,7 @@ emulated bf16 on an AVX2-only CPU is ~15x slower) and fp32 elsewhere, CUDA inclu
 LAMs of the paper gain nothing from bf16 there).
 
 Resume. Every `save_every` updates (and at the end) the model, the objective's heads, Adam, the
-step, the loss accumulator and every RNG go to the checkpoint folder (train/checkpoint.py). A run
+step, the loss accumulator and every RNG go to the checkpoint folder (models/checkpoint.py). A run
 started again with the same `spec` continues from it and, because the minibatch stream is a
 function of (seed, step) alone, ends bit-identical on CPU fp32 to a run never interrupted. A
 checkpoint written by another spec is refused, not overwritten.
@@ -45,8 +45,8 @@ from torch import nn
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.fileio import atomic_write, to_jsonable
+from exolam.models import checkpoint
 from exolam.objectives import Objective, format_objective
-from exolam.train import checkpoint
 
 PRECISIONS = ("auto", "32", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")

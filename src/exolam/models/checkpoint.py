@@ -13,7 +13,9 @@
         rng.safetensors             torch CPU (and CUDA) generator states
         state.json                  Adam's param groups, the step counters, python/numpy RNG, the loss tail
 
-`exolam.load(folder)` (= `load_model`) rebuilds the model from config.json and model.safetensors.
+`exolam.load(folder)` (= `load_model`) rebuilds the model from config.json and model.safetensors;
+`checkpoint_input` says what an image LAM was trained on (camera, image size, channels, frame gap)
+and `input_camera` checks a dataset against it, the one check `exolam label` and `diagnose` share.
 A folder is replaced as a whole: the new one is written next to it under a temporary name, the old
 one moved aside, the new one renamed into place, the old one removed; `resolve` finds the last
 complete folder if a process was killed between the two renames. Only classes under `exolam.` are
@@ -227,3 +229,55 @@ def read_training(folder: Path, objective: torch.nn.Module, optimizer: torch.opt
     nps = state["numpy_rng"]
     np.random.set_state((nps[0], np.array(nps[1], dtype=np.uint32), *nps[2:]))
     return state
+
+
+# ---------------------------------------------------------------- what an image LAM was trained on
+
+OWN_LAM = "exolam-own-lam"  # the spec "kind" of `exolam train` runs (tools/train.py), which record their input
+
+
+def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, dict | None]:
+    """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, frame_shape,
+    frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs).
+    A checkpoint that records no camera (trained on a simulator's arrays) or holds no image LAM is
+    refused, or with `required=False` gives input None."""
+    meta = read_config(folder)
+    model = meta.get("model", {}).get("class", "")
+    if model not in ("exolam.models.lapo.LapoLAM", "exolam.models.vq.VQLAM"):
+        if not required:
+            return meta, None
+        raise ConfigError(f"checkpoint {folder}: holds a {model or 'unknown model'}, not an image LAM "
+                          "(LapoLAM or VQLAM)")
+    spec = meta.get("spec") or {}
+    if isinstance(spec, dict) and spec.get("kind") == OWN_LAM:
+        return meta, dict(spec["input"])
+    data, mcfg = meta.get("data") or {}, meta["model"].get("config") or {}
+    if not isinstance(data, dict) or data.get("kind") != "lerobot-windows" or "o" not in (data.get("fields") or {}):
+        if not required:
+            return meta, None
+        raise ConfigError(f"checkpoint {folder}: records no camera / frame gap (not trained on LeRobot video)")
+    size = data.get("image_size") or mcfg.get("frame")
+    c = mcfg.get("in_channels")
+    return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "frame_shape": [size, size, c],
+                  "frame_gap": data.get("frame_gap", 1)}
+
+
+def input_camera(ckpt: Path, inp: dict, ds, camera: str | None) -> str:
+    """The camera of `ds` to read with a checkpoint trained on `inp`, checked the one way `label` and
+    `diagnose` share: default the checkpoint's own camera (a dataset without it is refused, never
+    silently read through another; --camera names another on purpose), and its frames must be of the
+    size and channels the checkpoint was trained on (they are resized to its image size, as in training)."""
+    if camera is None:
+        if inp["camera"] not in ds.features:
+            raise ConfigError(f"checkpoint {ckpt}: trained on camera '{inp['camera']}', which {ds.root} lacks (its "
+                              f"cameras: {', '.join(ds.video_keys) or 'none'}); pass --camera KEY to read another one")
+        camera = inp["camera"]
+    from exolam.data.fields import camera_key, stored_shape
+
+    camera = camera_key(ds, camera)
+    have, want = list(stored_shape(ds, camera)), list(inp["frame_shape"])
+    if have != want:
+        raise ConfigError(f"checkpoint {ckpt}: trained on {'x'.join(map(str, want))} (HxWxC) frames of "
+                          f"'{inp['camera']}' (resized to {inp['image_size']}px), but '{camera}' of {ds.root} has "
+                          f"{'x'.join(map(str, have))} frames")
+    return camera
