@@ -10,7 +10,7 @@ import pytest
 
 from codec_noise import assert_decoded_close, assert_same_episodes, record_writes
 from exolam.cli_import import import_command
-from exolam.data import importers, importers_sources
+from exolam.data import importers, importers_base, importers_sources
 from exolam.data.lerobot import open_dataset, write_dataset
 from exolam.errors import ConfigError
 from test_data_lerobot import smooth, write_v21
@@ -80,7 +80,7 @@ def test_mp4_resample_resize(videos, tmp_path):
     src, clips = videos
     ds = imported("mp4", src, tmp_path / "out", "--fps", 5, "--image-size", 16, "--camera", "observation.images.top")
     assert (ds.fps, ds.episode_lengths, ds.video_shapes) == (5, [3, 2], {"observation.images.top": (16, 16, 3)})
-    small = importers.prepare_frames(clips["a.mp4"], "hwc", importers.ImportOptions(image_size=16))
+    small = importers_base.prepare_frames(clips["a.mp4"], "hwc", importers_base.ImportOptions(image_size=16))
     got = ds.frames("observation.images.top", 0).astype(float)
     assert [int(np.argmin([np.abs(g - s).mean() for s in small])) for g in got] == [0, 2, 4]  # frame k at k / 5 s
     assert close(got, small[::2], 16)  # two yuv420p round trips at 16 x 16

@@ -34,7 +34,8 @@ ALLOWED = {"mp4": ("--fps", "--task", "--camera"), "npz": ("--fps", "--task", "-
 
 def import_command(argv: list[str]) -> int:
     """`exolam import ...` (argv after `import`); returns the exit code, raises ConfigError on bad input."""
-    from exolam.data.importers import KINDS, ImportOptions, import_dataset
+    from exolam.data.importers import import_dataset
+    from exolam.data.importers_base import KINDS, ImportOptions
 
     if not argv or argv[0] in ("-h", "--help") or "-h" in argv or "--help" in argv:
         print("usage:\n" + USAGE)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exolam.data.importers import (ImportOptions, check_episode, fingerprint, image_layout, int_sorted,
+from exolam.data.importers_base import (ImportOptions, check_episode, fingerprint, image_layout, int_sorted,
                                    numeric_feature, prepare_frames, video_feature)
 from exolam.errors import ConfigError
 
