@@ -78,6 +78,7 @@ def test_vanilla_leaks_robust_does_not(trained, tmp_path, capsys):
         assert 0 <= x["probe"]["probe_nmse"] and x["probe"]["n_test"] > 0
     # the vanilla LAM's z looks at the exogenous row of o' more than its area (1/4) would give
     assert v["saliency"]["exo_share_o_next"] > v["saliency"]["exo_area_o_next"]
+    assert v["saliency"]["exo_area_o_next"] == 0.25 and "info.exogenous_region" in v["saliency"]["exo_region"]
     assert "robust" in capsys.readouterr().out
 
 

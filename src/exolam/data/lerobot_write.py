@@ -99,7 +99,9 @@ def _check_features(features, fps: int, codec: str) -> dict:
                               f"{sorted(DEFAULT_FEATURES)} or 'task'")
         if not isinstance(ft, dict) or "dtype" not in ft or "shape" not in ft:
             raise ConfigError(f"{where} must be a dict with 'dtype' and 'shape'")
-        shape = ft["shape"]
+        shape, extra = ft["shape"], ft.get("info") or {}  # info: what the writer of the data knows of it
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{where}: info must be a dict")
         if (not isinstance(shape, (list, tuple)) or not shape
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
             raise ConfigError(f"{where}: shape = {shape!r} must be a non-empty list of positive ints")
@@ -111,9 +113,10 @@ def _check_features(features, fps: int, codec: str) -> dict:
             out[key] = {"dtype": "video", "shape": [h, w, c], "names": ["height", "width", "channels"],
                         "info": {"video.height": h, "video.width": w, "video.codec": codec,
                                  "video.pix_fmt": video.PIX_FMT, "video.is_depth_map": False, "video.fps": fps,
-                                 "video.channels": c, "has_audio": False}}
+                                 "video.channels": c, "has_audio": False, **extra}}
         elif ft["dtype"] in NUMERIC:
-            out[key] = {"dtype": ft["dtype"], "shape": list(shape), "names": ft.get("names"), "fps": fps}
+            out[key] = {"dtype": ft["dtype"], "shape": list(shape), "names": ft.get("names"), "fps": fps,
+                        **({"info": extra} if extra else {})}
         else:
             raise ConfigError(f"{where}: dtype = {ft['dtype']!r} must be 'video' or one of {list(NUMERIC)}")
     return {**out, **{k: {**v, "fps": fps} for k, v in DEFAULT_FEATURES.items()}}

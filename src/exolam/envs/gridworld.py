@@ -199,14 +199,16 @@ def export_lerobot(data: Transitions, root, fps: int = 10):
     """Write a grid-world split as a LeRobot v3.0 dataset (data/lerobot_write.py); returns its root.
 
     Transitions are drawn independently (module docstring), so each becomes a 2-frame episode:
-    frame 0 = (o, o~, a, label), frame 1 = (o', o~', the tour's next action, unlabelled). Frames
-    are float32 [1, 4, 4] parquet columns, not video: exact, so a model trained on the export with
+    frame 0 = (o, o~, a, label), frame 1 = (o', o~', the tour's next action, unlabelled). The frame
+    features carry `info.exogenous_region` (EXO_REGION, 1 where xi renders: what `exolam diagnose`
+    measures saliency on). Frames are float32 [1, 4, 4] parquet columns, not video: exact, so a model trained on the export with
     `WindowSource(WindowDataset(root, LEROBOT_FIELDS), seed, ...)` sees the numbers the in-memory
     `TensorSource(data, seed, ...)` gives, batch for batch (tests/test_gridworld_export.py).
     """
     from exolam.data.lerobot_write import write_dataset
 
-    grid = {"dtype": "float32", "shape": [1, H, W], "names": ["channel", "height", "width"]}
+    grid = {"dtype": "float32", "shape": [1, H, W], "names": ["channel", "height", "width"],
+            "info": {"exogenous_region": EXO_REGION.int().tolist()}}  # [H, W]: 1 where xi renders
     features = {"observation.grid": grid, "observation.grid_alt": grid,
                 "action": {"dtype": "int64", "shape": [1], "names": ["move"]},
                 "action_is_labeled": {"dtype": "bool", "shape": [1], "names": None}}

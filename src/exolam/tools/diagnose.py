@@ -51,7 +51,6 @@ from exolam.outdir import claim
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}
 STATE, O_DIMS, MIN_TRAIN, MIN_TEST = "observation.state", 256, 10, 5
-GRIDWORLD = "exolam-gridworld"  # robot_type of envs.gridworld.export_lerobot: exogenous region = bottom row
 
 
 def _skip(reason: str) -> dict:  # a section the data does not allow, and why
@@ -224,13 +223,14 @@ def next_section(lam, batch, z, o_other, m_used) -> dict:
             "n": int(changed.sum()), "flag": rel < THRESHOLDS["z_ignores_next"]}
 
 
-def exo_masks(ds: LeRobotDataset, batch) -> tuple[torch.Tensor | None, torch.Tensor | None, str]:
-    """Exogenous pixels [B, H, W] of o and o': the grid world's bottom row, or where the paired view differs."""
-    if ds.info.get("robot_type") == GRIDWORLD:
-        from exolam.envs.gridworld import EXO_REGION
-
-        m = EXO_REGION.expand(len(batch.o), *EXO_REGION.shape)
-        return m, m, "the grid world's bottom row (envs/gridworld.py)"
+def exo_masks(ds: LeRobotDataset, camera: str, batch) -> tuple[torch.Tensor | None, torch.Tensor | None, str]:
+    """Exogenous pixels [B, H, W] of o and o': the camera's declared `info.exogenous_region` (the grid
+    world's export declares its bottom row), or where the paired view differs."""
+    region = (ds.features.get(camera, {}).get("info") or {}).get("exogenous_region")
+    if region is not None and tuple(torch.tensor(region).shape) == tuple(batch.o.shape[-2:]):
+        m = torch.tensor(region, dtype=torch.bool)  # where the data's writer knows it (the grid world's export)
+        m = m.expand(len(batch.o), *m.shape)
+        return m, m, f"the region '{camera}' declares exogenous (info.exogenous_region)"
     if batch.o_alt is not None:
         mo, mn = (batch.o_alt != batch.o).any(1), (batch.o_next_alt != batch.o_next).any(1)
         if mo.any() or mn.any():
@@ -238,7 +238,7 @@ def exo_masks(ds: LeRobotDataset, batch) -> tuple[torch.Tensor | None, torch.Ten
     return None, None, "the data does not say where the exogenous region is (no paired view, or it never differs)"
 
 
-def saliency_section(lam, ds, batch, n_windows: int = 64) -> tuple[dict, dict | None]:
+def saliency_section(lam, ds, camera: str, batch, n_windows: int = 64) -> tuple[dict, dict | None]:
     """|d||z|| / d o| and |d||z|| / d o'| summed over channels (Fig. 3 left); exogenous share where known."""
     b = batch.index(slice(0, n_windows))
     o, on = b.o.clone().float().requires_grad_(True), b.o_next.clone().float().requires_grad_(True)
@@ -250,7 +250,7 @@ def saliency_section(lam, ds, batch, n_windows: int = 64) -> tuple[dict, dict | 
         return _skip("encode(o, o') is not differentiable here (no gradient reaches the pixels)"), None
     sal_o, sal_n = ((x.grad if x.grad is not None else torch.zeros_like(x)).abs().sum(1) for x in (o, on))  # [B, H, W]
     out = {"measured": True, "n": len(o), "share_on_o_next": float(sal_n.sum() / (sal_o.sum() + sal_n.sum()).clamp_min(1e-30))}
-    mo, mn, where = exo_masks(ds, b)
+    mo, mn, where = exo_masks(ds, camera, b)
     out["exo_region"] = where
     if mo is not None:
         for name, sal, m in (("o", sal_o, mo), ("o_next", sal_n, mn)):
@@ -370,7 +370,7 @@ def _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows,
         m_used.append(m)
         others.append(_frame(ds, cam, ep, t + m, image_size))
     paired = paired_section(lam, batch, pixel)
-    sal, maps = saliency_section(lam, ds, batch.index(te + tr))
+    sal, maps = saliency_section(lam, ds, cam, batch.index(te + tr))
     results = {
         "lam": name or getattr(lam, "name", None) or type(lam).__name__, "data": str(ds.root), "camera": cam,
         "frame_gap": frame_gap, "frame_shape": list(have), "n_windows": len(idx), "split": split,
