@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exolam.data.lerobot import open_dataset, write_dataset
-from exolam.data.windows import WindowDataset, WindowSource
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.data.transitions import Transitions
+from exolam.data.windows import WindowDataset, WindowSource
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective
 

@@ -9,7 +9,7 @@ import torch
 from exolam.cli_diagnose import diagnose_command
 from exolam.cli_own import train_command
 from exolam.data.augment import PairedAugment
-from exolam.data.lerobot import write_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
 from exolam.models import checkpoint

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from exolam.data import video
-from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError
 

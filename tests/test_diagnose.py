@@ -127,7 +127,7 @@ def test_without_paired_views_or_actions_says_so(tmp_path):
     """Action-free data without paired views: the verdict is undecided and the report says why."""
     import numpy as np
 
-    from exolam.data.lerobot import write_dataset
+    from exolam.data.lerobot_write import write_dataset
 
     g = torch.Generator().manual_seed(0)
     frames = torch.rand(3, 6, 1, 4, 4, generator=g).numpy().astype(np.float32)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_lerobot import smooth
 
 import exolam
 from exolam.cli import main
-from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.outdir import claim, lock_path, remove_stale
-from test_data_lerobot import smooth
 
 IMG, TOP = "observation.image", "observation.images.top"
 TINY = ("--image-size 32 --batch-size 4 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --steps 2 "

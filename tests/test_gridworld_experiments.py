@@ -9,10 +9,10 @@ from matplotlib.figure import Figure
 
 from exolam.errors import ConfigError
 from exolam.experiments import gridworld, swap, xexo_sweep
-from exolam.experiments.plotting import close
 from exolam.experiments.vqlam import METRICS
 from exolam.fileio import to_jsonable
 from exolam.models.vq import VQLAMConfig
+from exolam.plotting import close
 from exolam.runio import RunDir
 from exolam.train.engine import TrainConfig
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from codec_noise import assert_decoded_close, assert_same_episodes, record_writes
+from test_data_lerobot import smooth, write_v21
+
 from exolam.cli_import import import_command
 from exolam.data import importers, importers_base, importers_sources
-from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError
-from test_data_lerobot import smooth, write_v21
 
 CAM = "observation.image"
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from exolam.cli_own import label_command, train_command
-from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
 from exolam.models import checkpoint

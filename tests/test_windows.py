@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from test_data_lerobot import CAM, FPS, LENGTHS, write_base
 
-from exolam.data.lerobot import open_dataset, write_dataset
+from exolam.data.lerobot import open_dataset
+from exolam.data.lerobot_write import write_dataset
 from exolam.data.sampling import TensorSource
 from exolam.data.transitions import Transitions
 from exolam.data.windows import WindowDataset, WindowSource, collate
 from exolam.errors import ConfigError
-from test_data_lerobot import CAM, FPS, LENGTHS, write_base
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +92,8 @@ def test_windows_labelled_episodes_and_flow(base, monkeypatch):
     batch = collate([win[i] for i in range(4)])
     assert batch.label_mask.dtype == torch.bool and batch.label_mask.shape == (4,)
     pytest.importorskip("cv2")
-    from exolam.data.flow import optical_flow
-
     import exolam.data.flow
+    from exolam.data.flow import optical_flow
 
     win = WindowDataset(base, {"o": CAM}, flow=True)
     item = win[3]

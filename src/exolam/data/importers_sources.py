@@ -12,8 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from exolam.data.importers_base import (NPZ_KEYS, VIDEO_EXT, ImportOptions, check_episode, fingerprint, image_layout,
-                                   int_sorted, numeric_feature, prepare_frames, video_feature)
+from exolam.data.importers_base import (
+    NPZ_KEYS,
+    VIDEO_EXT,
+    ImportOptions,
+    check_episode,
+    fingerprint,
+    image_layout,
+    int_sorted,
+    numeric_feature,
+    prepare_frames,
+    video_feature,
+)
 from exolam.errors import ConfigError
 
 
@@ -248,8 +258,8 @@ class LeRobotV21Source:
     first task, fps and robot_type. String/image features are refused."""
 
     def __init__(self, src: Path, opts: ImportOptions):
+        from exolam.data.layout import DEFAULT_FEATURES, LEGACY
         from exolam.data.lerobot import open_dataset
-        from exolam.data.lerobot_write import DEFAULT_FEATURES, LEGACY
 
         if opts.fps is not None or opts.task is not None:
             raise ConfigError("lerobot-v21 copies fps and tasks from the dataset; --fps and --task do not apply")

@@ -27,7 +27,7 @@ A new data (video) file starts once the current one reaches data_files_size_in_m
 (video_files_size_in_mb); file_index wraps into the next chunk after chunks_size files. Numeric
 features of shape (1,) are scalar columns, other shapes (fixed-size) list columns, nested for more
 than one dim; the reader restores [T, *shape] from info.json. `action` is optional (action-free video).
-The writer is `data/lerobot_write.py` (`write_dataset`, re-exported here); video I/O is `data/video.py`.
+The writer is `data/lerobot_write.py` (`write_dataset`); both keep `data/layout.py`; video I/O is `data/video.py`.
 
 v2.1 layout read: `meta/episodes.jsonl` (episode_index, tasks, length), `meta/tasks.jsonl`, one parquet
 per episode at `data_path` = data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet and one
@@ -68,11 +68,11 @@ import pyarrow.parquet as pq
 
 from exolam.data import video
 from exolam.data.columns import column_numpy, np_dtype, parquet_schema
-from exolam.data.lerobot_write import LEGACY, VERSION, write_dataset
+from exolam.data.layout import LEGACY, VERSION
 from exolam.errors import ConfigError
 from exolam.fileio import read_json
 
-__all__ = ["LeRobotDataset", "open_dataset", "write_dataset"]
+__all__ = ["LeRobotDataset", "open_dataset"]
 
 
 @dataclass

@@ -24,17 +24,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exolam.data import video
+from exolam.data.layout import (
+    DATA_PATH,
+    DEFAULT_FEATURES,
+    EPISODES_PATH,
+    NUMERIC,
+    VERSION,
+    VIDEO_PATH,
+)
 from exolam.errors import ConfigError, check_positive_int
 
-VERSION = "v3.0"
-LEGACY = ("v2.0", "v2.1")
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-DEFAULT_FEATURES = {k: {"dtype": d, "shape": [1], "names": None} for k, d in (
-    ("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
-    ("task_index", "int64"))}
-NUMERIC = ("float32", "float64", "int32", "int64", "bool")
 STATS_FRAMES = 16  # video frames per episode that enter meta/stats.json
 
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from exolam.errors import ConfigError
 from exolam.experiments import linear_sweep as ls
-from exolam.experiments.plotting import errorbar_panel, figure
+from exolam.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 
 NAME = "auxiliary"

@@ -18,14 +18,14 @@ construction for every objective; agreement there is judged on probe accuracy an
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 import math
+from typing import ClassVar
 
 from exolam.errors import ConfigError, check_range
-from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
+from exolam.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from exolam.errors import ConfigError
-from exolam.experiments.plotting import close
 from exolam.experiments.registry import available
 from exolam.fileio import atomic_write, from_jsonable
+from exolam.plotting import close
 from exolam.runio import RunDir
 
 HEADER = """# exolam report

@@ -10,7 +10,7 @@ import dataclasses
 from typing import ClassVar
 
 from exolam.experiments import linear_sweep as ls
-from exolam.experiments.plotting import errorbar_panel, figure
+from exolam.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 
 NAME = "sensitivity"

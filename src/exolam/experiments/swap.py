@@ -26,13 +26,13 @@ numbers).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 import math
+from typing import ClassVar
 
 from exolam.experiments import gridworld
-from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.vqlam import run_jobs
 from exolam.fileio import to_jsonable
+from exolam.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, same_config
 from exolam.train.sweep import shard_items
 

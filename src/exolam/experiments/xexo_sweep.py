@@ -34,8 +34,8 @@ from typing import ClassVar
 
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
-from exolam.experiments.plotting import errorbar_panel, figure
 from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
+from exolam.plotting import errorbar_panel, figure
 from exolam.runio import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
 

@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 
 from exolam.data.augment import NAME as AUGMENT
-from exolam.experiments.plotting import close, figure
 from exolam.fileio import finite_json
+from exolam.plotting import close, figure
 
 N_SHOW = 4
 

@@ -41,8 +41,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from exolam.data.layout import VERSION
 from exolam.data.lerobot import open_dataset
-from exolam.data.lerobot_write import VERSION, RunningStats, arrow_column
+from exolam.data.lerobot_write import RunningStats, arrow_column
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fileio import atomic_dir, atomic_write

@@ -1,4 +1,5 @@
-"""Small matplotlib helpers shared by the experiment figures (Agg backend, PNG output)."""
+"""Small matplotlib helpers shared by the experiment figures and the diagnosis reports (Agg backend, PNG
+output); below both, so a user command never imports an experiment module for them."""
 
 from __future__ import annotations
 
