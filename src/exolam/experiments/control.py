@@ -108,8 +108,11 @@ class Config:
             raise ConfigError(f"label_fractions = {self.label_fractions} must be non-empty and distinct")
         for i, f in enumerate(self.label_fractions):
             check_range(f"label_fractions[{i}]", f, 1e-9, 1.0)
-        for t in (self.train, self.policy_train, self.decoder_train, self.bc_train):
-            t.validate()
+        for name in ("train", "policy_train", "decoder_train", "bc_train"):
+            t = getattr(self, name).validate(name)
+            if t.devices != 1:  # its LAM and policies train in-process, side by side in --jobs workers
+                raise ConfigError(f"{name}.devices = {t.devices}: the control experiment trains each model in one "
+                                  "process (parallel runs: --jobs)")
         self.model.validate()
         self.policy.validate()
         self.decoder.validate()

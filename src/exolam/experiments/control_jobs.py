@@ -104,11 +104,16 @@ class ControlTask:
 
 
 def _fit(task: ControlTask, model, objective, source, train: TrainConfig, ckpt: Path, name: str, hooks=()) -> float:
+    """Train (resume, or load when finished) one stage's model in this process; its tail training loss."""
     spec = {"stage": name, "model": to_jsonable(getattr(model, "cfg", None)),
             "objective": format_objective(objective.terms), "data": source.spec(),
             "train": {k: v for k, v in to_jsonable(train).items() if k not in ("save_every", "log_every")},
             "seed": task.seed, "device": torch.device(task.device).type}
-    fabric = engine.make_fabric(train, task.device)
+    return engine.train_or_resume(train, task.device, ckpt, spec, _fit_here, model, objective, source, train, spec,
+                                  ckpt, name, hooks)  # Config.validate keeps devices at 1: the model is this one
+
+
+def _fit_here(fabric, model, objective, source, train: TrainConfig, spec: dict, ckpt: Path, name: str, hooks) -> float:
     result = engine.fit(fabric, model, objective, source, train, spec=spec, ckpt=ckpt, hooks=hooks,
                         metrics=ckpt.parent / f"{name}.jsonl", desc=name)
     return result.loss_train  # a finished checkpoint resumes at its end, with its loss tail

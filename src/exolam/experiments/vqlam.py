@@ -231,12 +231,13 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
         if meta is not None:
             lam, loss_train = checkpoint.load_model(src), meta["loss_train"]
         else:
-            fabric = engine.make_fabric(job.train, device)
-            if job.train.devices > 1:  # N processes train one model; rank 0 wrote the finished checkpoint
-                engine.launch(fabric, _train_job_ddp, job, device, ckpt)
+            one = job.train.devices == 1
+            out = engine.train_or_resume(job.train, device, ckpt, job.spec(device), train_job if one else _train_job_ddp,
+                                         job, device, ckpt)
+            if out is None:  # N processes trained it; rank 0 wrote the finished checkpoint
                 lam, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
             else:
-                lam, loss_train = train_job(fabric, job, device, ckpt)
+                lam, loss_train = out
         train, test = make_dataset(job.env)
         lam = lam.float().to(device)
         metrics = evaluate(lam, train.to(device), test.to(device), job.env.sigma)

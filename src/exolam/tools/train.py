@@ -313,26 +313,19 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
     spec = json.loads(json.dumps(p.spec()))
     with claim(out, inputs, resumable=lambda: (out / "checkpoint").exists()):
         ckpt = checkpoint.resolve(out / "checkpoint")
-        if ckpt.exists():
-            meta = checkpoint.read_config(ckpt)
-            if meta.get("spec") != spec:
-                raise ConfigError(f"{out}: holds a run with another config (see {out / 'train.json'}); choose "
-                                  "another --out, or rerun with that config to resume it")
-            if meta.get("step") == cfg.steps:
-                log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
-                return ckpt
+        other = (f"{out}: holds a run with another config (see {out / 'train.json'}); choose another --out, or "
+                 "rerun with that config to resume it")
+        if engine.checkpoint_state(ckpt, spec, cfg.steps, other) == "finished":
+            log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
+            return ckpt
         out.mkdir(exist_ok=True)
         atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
         on = f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}" \
             if p.encoder is not None else ""
         log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
             f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
-        train = cfg.train_config()
-        fabric = engine.make_fabric(train, cfg.device)
-        if train.devices > 1:  # N processes train one model; rank 0 writes the checkpoint
-            engine.launch(fabric, _fit, cfg, str(ckpt), spec)
-        else:
-            _fit(fabric, cfg, str(ckpt), spec, p)
+        engine.train_or_resume(cfg.train_config(), cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
+                               p if cfg.devices == 1 else None)  # N processes rebuild the plan each
     return ckpt
 
 

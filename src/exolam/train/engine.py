@@ -22,9 +22,12 @@ started again with the same `spec` continues from it and, because the minibatch 
 function of (seed, step) alone, ends bit-identical on CPU fp32 to a run never interrupted. A
 checkpoint written by another spec is refused, not overwritten.
 
-Metrics: `metrics.jsonl` gets {"step", "loss", per-term parts} every `log_every` updates and
-{"step", "eval": {...}} every `eval_every` updates (rank 0; lines beyond the resumed step are
-dropped on resume). A tqdm bar is shown on rank 0 when stderr is a terminal.
+Metrics: `metrics.jsonl` gets {"step", "loss", per-term parts} every `log_every` updates (rank 0;
+lines beyond the resumed step are dropped on resume). A tqdm bar is shown on rank 0 when stderr is
+a terminal.
+
+`train_or_resume` is the one place that decides, for one model in one checkpoint folder, whether it
+is finished, resumes, or belongs to another run, and runs `fit` in this process or in N.
 """
 
 from __future__ import annotations
@@ -244,14 +247,12 @@ Hook = Callable[[int, nn.Module], None]
 
 
 def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig, *, spec: dict,
-        ckpt: str | Path | None = None, hooks: Sequence[Hook] = (), evaluate: Callable | None = None,
-        eval_every: int = 0, metrics: str | Path | None = None, desc: str = "train",
-        lr_flag: str = "--train.lr") -> FitResult:
+        ckpt: str | Path | None = None, hooks: Sequence[Hook] = (), metrics: str | Path | None = None,
+        desc: str = "train", lr_flag: str = "--train.lr") -> FitResult:
     """Train `model` with `objective` on `source` for cfg.steps updates (resuming from `ckpt`).
 
     `spec`: JSON-able identity of the run (what determines its weights); a checkpoint whose spec
-    differs is refused. `evaluate(model) -> dict`, every `eval_every` updates, to metrics.jsonl.
-    `lr_flag`: how the calling command spells the learning rate, named when training diverges.
+    differs is refused. `lr_flag`: how the calling command spells the learning rate, named when training diverges.
     """
     trainee = Trainee(model, objective)
     opt = torch.optim.Adam(trainee.parameters(), lr=cfg.lr, foreach=True)  # not fused: 6-15x slower on CPU
@@ -288,8 +289,6 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
         done = step + 1
         if log is not None and cfg.log_every and done % cfg.log_every == 0:
             log.write({"step": done, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
-        if evaluate is not None and eval_every and done % eval_every == 0 and rank0:
-            log and log.write({"step": done, "eval": _evaluate(evaluate, model)})
         if ckpt is not None and done % cfg.save_every == 0 and done < cfg.steps:
             save(fabric, ckpt, model, objective, opt, spec, cfg, source, done, acc)
         bar is not None and bar.update(1)
@@ -306,13 +305,33 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     return FitResult(loss_train, seconds, start)
 
 
-def _evaluate(evaluate: Callable, model: nn.Module) -> dict:
-    model.eval()
-    try:
-        with torch.no_grad():
-            return evaluate(model)
-    finally:
-        model.train()
+def checkpoint_state(ckpt: str | Path, spec: dict, steps: int, other: str | None = None) -> str:
+    """'new', 'partial' or 'finished' (ran to `steps`, its loss_train recorded) for the checkpoint folder
+    `ckpt` of a run with `spec`; a checkpoint of another spec is refused with one line (`other`, if given)."""
+    ckpt = checkpoint.resolve(ckpt)
+    if not ckpt.exists():
+        return "new"
+    meta = _same_spec(ckpt, spec, other)
+    return "finished" if meta.get("step") == steps and "loss_train" in meta else "partial"
+
+
+def train_or_resume(cfg: TrainConfig, device: str, ckpt: str | Path, spec: dict, fit_one: Callable, *args):
+    """Train one model to `cfg.steps` updates in the checkpoint folder `ckpt`: the one place that decides.
+
+    A checkpoint of another `spec` is refused before anything runs (`checkpoint_state`); then
+    `fit_one(fabric, *args)` (a module-level function that builds the model, objective and source and
+    calls `fit` with this spec and ckpt) runs on the Fabric of `cfg`: in this process, returning what it
+    returns (on a finished checkpoint `fit` loads it and trains nothing), or, with `cfg.devices > 1`, in
+    N processes of which rank 0 writes the checkpoint (none when it is finished already), returning
+    None: tensors do not outlive the workers, so the caller loads the checkpoint.
+    """
+    state = checkpoint_state(ckpt, spec, cfg.steps)
+    fabric = make_fabric(cfg, device)
+    if cfg.devices > 1:
+        if state != "finished":
+            launch(fabric, fit_one, *args)
+        return None
+    return fit_one(fabric, *args)
 
 
 def save(fabric, ckpt: Path, model, objective, opt, spec: dict, cfg: TrainConfig, source, step: int,
@@ -327,11 +346,17 @@ def save(fabric, ckpt: Path, model, objective, opt, spec: dict, cfg: TrainConfig
     fabric.barrier()
 
 
-def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int, torch.Tensor]:
+def _same_spec(ckpt: Path, spec: dict, other: str | None = None) -> dict:
+    """config.json of checkpoint `ckpt`, refused (one line, `other` if given) unless a run of `spec` wrote it."""
     meta = checkpoint.read_config(ckpt)
     if meta.get("spec") != json.loads(json.dumps(spec)):
-        raise ConfigError(f"checkpoint {ckpt}: written by another run (its spec differs from this one's); remove "
-                          "it or choose another --out")
+        raise ConfigError(other or f"checkpoint {ckpt}: written by another run (its spec differs from this one's); "
+                          "remove it or choose another --out")
+    return meta
+
+
+def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int, torch.Tensor]:
+    _same_spec(ckpt, spec)
     checkpoint.load_state(model, ckpt / "model.safetensors", ckpt, type(model).__name__)
     state = checkpoint.read_training(ckpt, objective, opt)
     return int(state["step"]), torch.tensor(state["loss_tail_sum"], dtype=torch.float32, device=fabric.device)
