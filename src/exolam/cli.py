@@ -1,4 +1,4 @@
-"""`exolam` command line (design.md, "Commands and files").
+"""`exolam` command line (docs/design.md, "Commands and files").
 
     exolam reproduce <experiment> [--quick] [--seeds N] [--out DIR] [--device cpu|cuda] [--jobs J] [--shard K/N]
                                   [--field.sub value ...]

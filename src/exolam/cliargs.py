@@ -1,7 +1,7 @@
 """Command-line flags, checked by us before tyro parses them.
 
 Why not leave it to tyro: tyro reports a bad flag in a multi-line box, and it accepts inputs that
-the CLI contract refuses (design.md, "Commands and files"): an empty sweep list, a flag given twice
+the CLI contract refuses (docs/design.md, "Commands and files"): an empty sweep list, a flag given twice
 (the last silently wins), a field the experiment sets itself (the flag would be ignored). So the
 accepted flags are derived here from the Config dataclass, the same source tyro reads; every token
 is looked up, counted and cast, and a bad one ends in one ConfigError line that names the flag and

@@ -1,4 +1,4 @@
-"""Config fields an experiment sets itself (design.md: "a flag either takes effect or is refused").
+"""Config fields an experiment sets itself (docs/design.md: "a flag either takes effect or is refused").
 
 An experiment that sweeps `env.p_switch` (or sets `env.sigma` per job) would silently overwrite a
 value given for it. Each such experiment lists those fields with a hint in its `Config.SET_BY`

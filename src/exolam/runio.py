@@ -1,4 +1,4 @@
-"""Run directories: the file contract of design.md ("Commands and files").
+"""Run directories: the file contract of docs/design.md ("Commands and files").
 
 `DIR/<experiment>/` holds `config.json` (fully resolved), `results.csv` (one row per config x seed),
 `summary.json` (mean and standard error per config) and `<experiment>.png`. Every file is written

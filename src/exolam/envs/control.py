@@ -37,7 +37,7 @@ Discrete mode (links this setting to the linear analysis, Sec. 4): n_xi configur
 uniformly in the same box, from `seed` alone (shared by all episodes); xi_0 uniform among them;
 each step xi switches w.p. p_switch to a uniformly drawn *other* configuration, exactly as
 `envs.linear` (so xi' given xi is uniform at p_switch = (n_xi - 1)/n_xi, and n_xi = 2, p_switch = 1
-alternates deterministically; see shared/design.md's note on p_switch).
+alternates deterministically; `envs/linear.py` explains why).
 
 Rendering: the fast path of shared/notes/platform.md sec. 4 (`mujoco.Renderer`, shadows,
 reflections and MSAA off, skybox on: ~900 frames/s at 64x64 against ~57 with default visuals).

@@ -1,4 +1,4 @@
-"""Which experiment modules exist, and the groups `linear` and `all` (design.md, Commands)."""
+"""Which experiment modules exist, and the groups `linear` and `all` (docs/design.md, Commands)."""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def _encode_chunks(lam: VQLAM, o: torch.Tensor, o_next: torch.Tensor, chunk: int
 
 
 def evaluate(lam: VQLAM, train: Transitions, test: Transitions, sigma: float) -> dict[str, float]:
-    """All grid-world metrics of one model, in fp32 on the held-out split (design.md metrics table).
+    """All grid-world metrics of one model, in fp32 on the held-out split (docs/design.md metrics table).
 
     consistency_* / code_flip_rate: E||z - z~||^2 after / before VQ and the code-flip rate (Fig. 5b);
     exo_mse(_norm): FDM pixel MSE on the bottom row, raw and / (sigma^2/4) (NaN at sigma = 0);

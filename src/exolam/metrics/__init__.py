@@ -1,4 +1,4 @@
-"""Metrics of the paper (design.md metrics table).
+"""Metrics of the paper (docs/design.md metrics table).
 
 `latent.py`: metrics on latent actions z (probe NMSE, leakage / consistency variance, exogenous
 energy); `pixel.py`: metrics that need a pixel LAM's encode/decode (consistency loss, exogenous-

@@ -1,4 +1,4 @@
-"""Metrics on latent actions z (design.md metrics table), computed on held-out data.
+"""Metrics on latent actions z (docs/design.md metrics table), computed on held-out data.
 
 - `probe_nmse`         linear probe a_hat = M z + b, least squares on the train split,
                        NMSE = E||a_hat - a||^2 / E||a - mean(a)||^2 on the test split      (Sec. 4)

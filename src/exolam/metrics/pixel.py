@@ -1,4 +1,4 @@
-"""Metrics for pixel LAMs (Sec. 4.2 xi'-swap / Fig. 2b, Sec. 5 / Fig. 5b; design.md metrics table).
+"""Metrics for pixel LAMs (Sec. 4.2 xi'-swap / Fig. 2b, Sec. 5 / Fig. 5b; docs/design.md metrics table).
 
 Every metric takes a LAM with the protocol of models/base.py and a `Transitions` batch, runs under
 torch.no_grad with the LAM in eval mode (its train/eval flags are restored afterwards) and returns

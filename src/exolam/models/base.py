@@ -1,4 +1,4 @@
-"""The LAM protocol shared by every latent action model (Sec. 3, Eq. 5; design.md "Models").
+"""The LAM protocol shared by every latent action model (Sec. 3, Eq. 5; docs/design.md "Models").
 
 A LAM is an inverse dynamics model psi_IDM and a forward dynamics model psi_FDM:
 

@@ -1,4 +1,4 @@
-"""Checkpoint folders: what a trained LAM is, rebuilt from the folder alone (design.md, Commands and files).
+"""Checkpoint folders: what a trained LAM is, rebuilt from the folder alone (docs/design.md, Commands and files).
 
     <folder>/
       model.safetensors             the model's state dict (CPU tensors)

@@ -21,7 +21,7 @@ Checked with vector-quantize-pytorch 1.32 / torch 2.13 CPU: it runs in fp32, und
 `torch.autocast('cpu', dtype=torch.bfloat16)` (distances are computed in fp32 inside; z comes back in
 bf16 like the surrounding activations; the loss is fp32) and with channels_last convs (the VQ only
 sees [B, d_z] vectors), so no own VQ module is needed. It does not run under torch.func.vmap
-(design.md): train several of these with processes, not ensembles.
+(so the grid-world sweeps train several of these in processes, not as ensembles).
 
 Two choices the library leaves open, made here so metrics never change the model:
 - the EMA codebook update runs only when the module is training *and* autograd is on, so calling

@@ -7,7 +7,7 @@ once (a temporary folder renamed into place). Every section is measured only whe
 it; otherwise the JSON holds {"measured": false, "reason": ...} and the report says so.
 
 Sections (held-out = windows of episodes the probes never saw, split by episode):
-- probe:       NMSE of a linear probe z -> a and the gauge-free NMSE(a | z, o) (design.md metrics
+- probe:       NMSE of a linear probe z -> a and the gauge-free NMSE(a | z, o) (docs/design.md metrics
                table; Sec. 4), o = `observation.state` if present, else the frame pooled to <= 256 dims
 - paired:      with `CAMERA_alt`: `z_consistency` relative (0: z is the same under both exogenous
                states, 2: independent), the VQ code-flip rate, the xi'-swap test (`swap_psnr`,
@@ -113,7 +113,7 @@ def _o_features(batch, has_state: bool) -> tuple[torch.Tensor, str]:
 
 
 def probe_section(z, batch, train, test, has_state: bool) -> dict:
-    """Held-out probe NMSE z -> a and NMSE(a | z, o), on labelled windows only (design.md metrics)."""
+    """Held-out probe NMSE z -> a and NMSE(a | z, o), on labelled windows only (docs/design.md metrics)."""
     if batch.a is None:
         return _skip(f"the data has no '{ACTION}' feature (action-free video)")
     keep = torch.ones(len(z), dtype=torch.bool) if batch.label_mask is None else batch.label_mask.bool().reshape(-1)
