@@ -13,7 +13,7 @@ In one run, for each --sizes S (default 64 and 224):
 3. train    the `exolam train` default model (lapo LAM, `LapoLAMConfig` defaults, objective lam) at
             --image-size 64, i.e. the 224 frames resized to 64 by the loader:
               step     updates/s of the engine's step (forward, backward, clip 5, Adam foreach; fp32, 1
-                       thread) on one in-memory batch (the loader's first), built by `tools.train.plan` as
+                       thread) on one in-memory batch (the loader's first), built by `workflows.train_own.plan` as
                        `train_own` builds it; samples/s = updates/s x batch; loader/train = decoded
                        windows/s / trained samples/s: below 1 the loader starves training at that W;
               e2e      `train_own(TrainOwnConfig(steps=--train-steps, batch_size=--batch, num_workers=W))`
@@ -106,7 +106,7 @@ def loader_rate(root: Path, workers: int, batch: int, seconds: float, image_size
 def step_rate(root: Path, out: Path, image_size: int, batch, steps: int, warmup: int) -> float:
     """Updates/s of the engine's step for `exolam train`'s default model at image_size, on one fixed batch."""
     from exolam.objectives import Objective
-    from exolam.tools.train import TrainOwnConfig, plan
+    from exolam.workflows.train_own import TrainOwnConfig, plan
 
     cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=image_size, batch_size=len(batch)).validate()
     p = plan(cfg)
@@ -134,7 +134,7 @@ def step_rate(root: Path, out: Path, image_size: int, batch, steps: int, warmup:
 
 def e2e_rate(root: Path, out: Path, steps: int, batch: int, workers: int) -> tuple[float, float, Path]:
     """(updates/s recorded by the checkpoint, wall s of the whole train_own call, checkpoint) of `exolam train`."""
-    from exolam.tools.train import TrainOwnConfig, train_own
+    from exolam.workflows.train_own import TrainOwnConfig, train_own
 
     cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=TRAIN_SIZE, steps=steps, batch_size=batch,
                          num_workers=workers, save_every=steps, log_every=0)
@@ -150,7 +150,7 @@ def label_rates(ckpt: Path, root: Path, out: Path, frames: int) -> tuple[float, 
     from exolam.data.lerobot import open_dataset
     from exolam.models import checkpoint
     from exolam.models.checkpoint import checkpoint_input
-    from exolam.tools.label import label_dataset, latent_actions
+    from exolam.workflows.label import label_dataset, latent_actions
 
     t = time.perf_counter()
     label_dataset(ckpt, root, out, log=lambda _: None)

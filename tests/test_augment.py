@@ -124,8 +124,8 @@ def test_xexo_trains_and_diagnoses_on_video_without_a_paired_view(video, tmp_pat
 
 
 def test_target_and_encoder_diagnoses_take_the_augmented_view(video, tmp_path):
-    from exolam.tools.diagnose_encoder import diagnose_encoder_command
-    from exolam.tools.diagnose_target import diagnose_target_command
+    from exolam.workflows.diagnose_encoder import diagnose_encoder_command
+    from exolam.workflows.diagnose_target import diagnose_target_command
 
     with pytest.raises(ConfigError, match="make one with --paired-view augment"):
         diagnose_target_command(["--target", "next-frame", "--data", str(video), "--out", str(tmp_path / "t0")])

@@ -1,4 +1,4 @@
-"""`exolam diagnose` (tools/diagnose.py): verdicts on grid-world LAMs with known answers (Sec. 5), the
+"""`exolam diagnose` (workflows/diagnose.py): verdicts on grid-world LAMs with known answers (Sec. 5), the
 adapter, the FDM-ignores-z / z-ignores-o' flags on constructed LAMs, the report, and bad inputs."""
 
 import json
@@ -16,8 +16,8 @@ from exolam.errors import ConfigError  # noqa: E402
 from exolam.models import checkpoint  # noqa: E402
 from exolam.models.vq import VQLAM, VQLAMConfig  # noqa: E402
 from exolam.objectives import Objective  # noqa: E402
-from exolam.tools.adapter import LAMAdapter  # noqa: E402
-from exolam.tools.diagnose import diagnose  # noqa: E402
+from exolam.workflows.adapter import LAMAdapter  # noqa: E402
+from exolam.workflows.diagnose import diagnose  # noqa: E402
 from exolam.train import engine  # noqa: E402
 
 torch.set_num_threads(1)
@@ -113,7 +113,7 @@ def test_flags_on_constructed_lams(noisy, tmp_path):
 
 
 def test_a_lam_that_uses_no_latent_is_degenerate_not_leaky():
-    from exolam.tools.diagnose import verdict
+    from exolam.workflows.diagnose import verdict
 
     paired = {"measured": True, "consistency_relative": 1.5, "swap_gap_swap": 0.0, "swap_gap_aug": 0.0,
               "identical_views": 0.0}

@@ -1,4 +1,4 @@
-"""`exolam diagnose target` (tools/diagnose_target.py) and `metrics.encoder.target_robustness` (Def. 4.7):
+"""`exolam diagnose target` (workflows/diagnose_target.py) and `metrics.encoder.target_robustness` (Def. 4.7):
 known answers (an action label is 0-robust; a copy is 0, an independent draw ~2), the grid world
 with and without exogenous noise, the report, and bad inputs."""
 
@@ -13,7 +13,7 @@ from exolam.cli import main  # noqa: E402
 from exolam.envs.gridworld import GridWorldConfig, export_lerobot, make_dataset  # noqa: E402
 from exolam.errors import ConfigError  # noqa: E402
 from exolam.metrics.encoder import target_robustness  # noqa: E402
-from exolam.tools.diagnose_target import diagnose_target, diagnose_target_command  # noqa: E402
+from exolam.workflows.diagnose_target import diagnose_target, diagnose_target_command  # noqa: E402
 
 
 def _grid(tmp_path_factory, sigma: float, label_fraction: float = 1.0):

@@ -15,7 +15,7 @@ from exolam.errors import ConfigError
 from exolam.models import checkpoint
 from exolam.models.encoders import Encoder, load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig
-from exolam.tools.diagnose_encoder import diagnose_encoder, diagnose_encoder_command
+from exolam.workflows.diagnose_encoder import diagnose_encoder, diagnose_encoder_command
 
 TINY_EMA = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4,
                          encoder="ema")
@@ -290,7 +290,7 @@ def test_diagnose_needs_paired_views(tmp_path):
 
 def test_diagnose_target_flow_on_control(paired, tmp_path):
     """cheetah-run under colour and camera drift: flow is measured (32 px), state-conditioned probes exist."""
-    from exolam.tools.diagnose_target import diagnose_target
+    from exolam.workflows.diagnose_target import diagnose_target
 
     res = diagnose_target(["flow", "action"], paired, tmp_path / "t", max_windows=12)
     flow, action = res["targets"]

@@ -218,7 +218,7 @@ def test_label_killed_mid_write_then_rerun(data, run, tmp_path):
     from test_own_train_label import digest
 
     argv = ["label", "--checkpoint", str(run), "--data", str(data)]
-    p = subprocess.Popen([sys.executable, "-c", STALL, "exolam.tools.label._write_copy", *argv, "--out",
+    p = subprocess.Popen([sys.executable, "-c", STALL, "exolam.workflows.label._write_copy", *argv, "--out",
                           str(tmp_path / "lab")], stdout=subprocess.PIPE, text=True)
     while (line := p.stdout.readline()) and line.strip() != "stalled":
         pass

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "exolam"
 # reads only data/. The bottom layer holds the helpers every layer may use.
 LAYERS = [
     ["__init__", "cli", "cli_control", "cli_diagnose", "cli_import", "cli_own"],  # __init__: exolam.load etc.
-    ["tools"],
+    ["workflows"],
     ["experiments"],
     ["train"],
     ["metrics"],
@@ -26,7 +26,7 @@ LAYERS = [
     ["runio", "outdir", "fileio", "plotting", "cliargs", "fields", "seeding", "errors"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
-USER_COMMANDS = ("tools", "cli_control", "cli_diagnose", "cli_import", "cli_own")
+USER_COMMANDS = ("workflows", "cli_control", "cli_diagnose", "cli_import", "cli_own")
 
 
 def module_name(path: Path) -> str:

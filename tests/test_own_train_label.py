@@ -1,4 +1,4 @@
-"""`exolam train` / `exolam label` on own LeRobot video (tools/train.py, tools/label.py, cli_own.py)."""
+"""`exolam train` / `exolam label` on own LeRobot video (workflows/train_own.py, workflows/label.py, cli_own.py)."""
 
 import dataclasses
 import hashlib
@@ -17,8 +17,8 @@ from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
 from exolam.models import checkpoint
-from exolam.tools.label import label_dataset
-from exolam.tools.train import TrainOwnConfig, train_own
+from exolam.workflows.label import label_dataset
+from exolam.workflows.train_own import TrainOwnConfig, train_own
 from exolam.train import engine
 
 IMG = "observation.image"

@@ -7,7 +7,7 @@
     exolam import mp4|npz|hdf5|lerobot-v21 SRC --out DST [...]    (own video into LeRobot v3: cli_import.py)
     exolam train --data D --out DIR [...] | label --checkpoint C --data D --out O    (own video: cli_own.py)
     exolam diagnose --checkpoint C --data D --out R | diagnose encoder --encoder SPEC --data D --out R
-                    | diagnose target --target T [T ...] --data D --out R    (tools/diagnose*.py)
+                    | diagnose target --target T [T ...] --data D --out R    (workflows/diagnose*.py)
 
 --jobs J runs the sweep's tasks in J worker processes (1 torch thread each; 0 = in this process).
 --shard K/N runs only the K-th of N slices of the sweep's rows (a SLURM array, several hosts on a
@@ -207,11 +207,11 @@ def diagnose(argv: list[str]) -> int:
     """`exolam diagnose encoder ...` (choose an encoder: delta_h), `exolam diagnose target ...` (choose an
     L_xi-robust target: eta) or `exolam diagnose --checkpoint ...` (a LAM)."""
     if argv and argv[0] == "encoder":
-        from exolam.tools.diagnose_encoder import diagnose_encoder_command
+        from exolam.workflows.diagnose_encoder import diagnose_encoder_command
 
         return diagnose_encoder_command(argv[1:])
     if argv and argv[0] == "target":
-        from exolam.tools.diagnose_target import diagnose_target_command
+        from exolam.workflows.diagnose_target import diagnose_target_command
 
         return diagnose_target_command(argv[1:])
     from exolam.cli_diagnose import diagnose_command

@@ -1,4 +1,4 @@
-"""`exolam diagnose`: how much exogenous noise leaked into a trained LAM (tools/diagnose.py).
+"""`exolam diagnose`: how much exogenous noise leaked into a trained LAM (workflows/diagnose.py).
 
     exolam diagnose --checkpoint C --data D --out R [--camera KEY] [--max-windows N] [--frame-gap k]
                     [--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]
@@ -6,7 +6,7 @@
 C is an exolam checkpoint folder (`exolam.load`) or the --out of `exolam train`, D a LeRobot dataset
 (v3.0 or v2.1), R a new folder: R/report.md (verdict, numbers, figures) and R/diagnose.json, written at once. A
 checkpoint trained on LeRobot video is checked against D exactly as `exolam label` checks it
-(tools/train.py `input_camera`): its camera by default (D without it is refused; --camera reads
+(models/checkpoint.py `input_camera`): its camera by default (D without it is refused; --camera reads
 another on purpose), frames of the size and channels it was trained on, resized to its image size.
 Other checkpoints read the camera's frames as they are, which must have the LAM's channels and size.
 Bad input (a missing checkpoint, a camera not in D, frames of another size, R inside D) ends in one
@@ -53,7 +53,7 @@ def diagnose_command(argv: list[str]) -> int:
         load_model,
     )
     from exolam.outdir import check_outside
-    from exolam.tools.diagnose import diagnose
+    from exolam.workflows.diagnose import diagnose
 
     paired_view = None
     if "paired_view" in value:

@@ -1,4 +1,4 @@
-"""`exolam train` and `exolam label`: LAMs on your own LeRobot video (tools/train.py, tools/label.py).
+"""`exolam train` and `exolam label`: LAMs on your own LeRobot video (workflows/train_own.py, workflows/label.py).
 
     exolam train --data PATH --out DIR [--camera KEY] [--image-size 64] [--frame-gap 1] [--model lapo|vq]
                  [--encoder pixels|ema|SPEC] [--proj-channels C] [--objective lam+xexo:1+robust-action:1] [--label-fraction f]
@@ -44,7 +44,7 @@ def _help(usage: str, doc: str) -> None:
 
 
 def train_command(argv: list[str]) -> int:
-    from exolam.tools.train import TrainOwnConfig, train_own
+    from exolam.workflows.train_own import TrainOwnConfig, train_own
 
     usage = __doc__.split("\n\n")[1].strip().split("\n    exolam label")[0].strip()
     if "-h" in argv or "--help" in argv:
@@ -61,7 +61,7 @@ def train_command(argv: list[str]) -> int:
 
 
 def label_command(argv: list[str]) -> int:
-    from exolam.tools import label
+    from exolam.workflows import label
 
     usage = "exolam label --checkpoint C --data D --out O [--camera KEY] [--batch-size B] [--device cpu|cuda]"
     if "-h" in argv or "--help" in argv:

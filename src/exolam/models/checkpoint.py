@@ -233,7 +233,7 @@ def read_training(folder: Path, objective: torch.nn.Module, optimizer: torch.opt
 
 # ---------------------------------------------------------------- what an image LAM was trained on
 
-OWN_LAM = "exolam-own-lam"  # the spec "kind" of `exolam train` runs (tools/train.py), which record their input
+OWN_LAM = "exolam-own-lam"  # the spec "kind" of `exolam train` runs (workflows/train_own.py), which record their input
 
 
 def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, dict | None]:

@@ -2,7 +2,7 @@
 
 Eq. (14) bounds the exogenous energy by E||eps||^2 <= P[xi' != xi] * delta_h: the environment fixes the
 switching frequency, so the encoder f is the lever a user holds. This module gives every candidate f
-one protocol so it can be compared (`tools/diagnose_encoder.py`), cached (`data/features.py`) and used.
+one protocol so it can be compared (`workflows/diagnose_encoder.py`), cached (`data/features.py`) and used.
 
 Protocol: `Encoder(nn.Module)`, `forward(images) -> features`; images float [B, C, H, W] in [0, 1]
 (C = 3, any H, W: each encoder resizes to the size it was trained at, below), features [B, *out_shape]

@@ -13,7 +13,7 @@ Example (runnable; a hand-made LAM that is not exolam's, a plain torch module pa
 
     >>> import torch
     >>> from torch import nn
-    >>> from exolam.tools.adapter import LAMAdapter
+    >>> from exolam.workflows.adapter import LAMAdapter
     >>> idm = nn.Sequential(nn.Flatten(), nn.Linear(2 * 16, 4))            # [o, o'] -> z
     >>> fdm = nn.Linear(16 + 4, 16)                                        # [o, z] -> o'
     >>> lam = LAMAdapter(
@@ -24,7 +24,7 @@ Example (runnable; a hand-made LAM that is not exolam's, a plain torch module pa
     >>> lam.encode(o, o).shape, lam.decode(o, lam.encode(o, o)).shape
     (torch.Size([8, 4]), torch.Size([8, 1, 4, 4]))
 
-then `exolam.tools.diagnose.diagnose(lam, "path/to/lerobot_dataset", "report_dir")`.
+then `exolam.workflows.diagnose.diagnose(lam, "path/to/lerobot_dataset", "report_dir")`.
 
 Options: `modules` (the nn.Modules behind the callables; registered here so that `diagnose` puts them
 in eval mode and restores them afterwards), `frame_shape` (C, H, W) the model expects (checked against

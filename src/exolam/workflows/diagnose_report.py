@@ -1,4 +1,4 @@
-"""Figures and report.md of `exolam diagnose` (tools/diagnose.py computes the numbers).
+"""Figures and report.md of `exolam diagnose` (workflows/diagnose.py computes the numbers).
 
     saliency.png   o, o', |d||z||/d o| and |d||z||/d o'| over the frames (the analogue of the paper's
                    Fig. 3 left: where the latent action looks), for a few held-out windows
@@ -100,7 +100,7 @@ def markdown(res: dict, figs: list[str]) -> str:
          f"Data `{res['data']}`, camera `{res['camera']}`, frame gap k = {res['frame_gap']}, frames "
          f"{tuple(res['frame_shape'])}, {res['n_windows']} windows, train/test split {res['split']}.", "",
          "## Verdict: does this LAM encode exogenous content?", "", f"**{v['answer']}** - {v['text']}", "",
-         f"Rule (fixed in advance, tools/diagnose.py): yes if consistency relative r >= {T['consistency_yes']} or "
+         f"Rule (fixed in advance, workflows/diagnose.py): yes if consistency relative r >= {T['consistency_yes']} or "
          f"xi'-swap gap g = gap_swap - max(gap_aug, 0) >= {T['swap_yes_db']} dB; no if r <= {T['consistency_no']} "
          f"and g < {T['swap_no_db']} dB; partly otherwise; undecided without paired views; degenerate (checked "
          f"first) if the FDM ignores z or z ignores o' (flags below). r = 2 Var_xi(z)/Var(z) "

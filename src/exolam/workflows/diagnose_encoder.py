@@ -51,7 +51,7 @@ from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
 from exolam.outdir import claim
-from exolam.tools.diagnose_report import short_num
+from exolam.workflows.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
 USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "

@@ -1,7 +1,7 @@
 """`exolam diagnose`: how much exogenous noise leaked into a trained LAM, measured on a LeRobot dataset.
 
 `diagnose(lam, dataset_root, out_dir)` takes ANY object with `encode(o, o_next) -> z` and
-`decode(o, z) -> o_next_hat` (an exolam checkpoint, or `tools.adapter.LAMAdapter` around someone
+`decode(o, z) -> o_next_hat` (an exolam checkpoint, or `workflows.adapter.LAMAdapter` around someone
 else's model) and writes `out_dir/report.md` (figures beside it) and `out_dir/diagnose.json`, all at
 once (a temporary folder renamed into place). Every section is measured only where the data allows
 it; otherwise the JSON holds {"measured": false, "reason": ...} and the report says so.
@@ -304,11 +304,11 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     """Diagnose `lam` on the LeRobot dataset at `dataset_root`; write out_dir/{report.md, diagnose.json, *.png}.
 
     lam: anything with encode(o, o_next) -> z [B, d_z] and decode(o, z) (models/base.py protocol, or
-    `tools.adapter.LAMAdapter`); optional `idm` (codes, code-flip rate), `fdm_target`, `cfg` / `frame_shape`
+    `workflows.adapter.LAMAdapter`); optional `idm` (codes, code-flip rate), `fdm_target`, `cfg` / `frame_shape`
     (checked against the data's frames). paired_view: draw the paired view by augmentation
     (data/augment.py) instead of reading `<camera>_alt`. Returns the dict written to diagnose.json.
     """
-    from exolam.tools.diagnose_report import write_report
+    from exolam.workflows.diagnose_report import write_report
 
     check_positive_int("--max-windows", max_windows)
     check_positive_int("--frame-gap", frame_gap)

@@ -55,8 +55,8 @@ from exolam.fileio import atomic_dir, finite_json, fresh_out
 from exolam.outdir import claim
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.tools.diagnose import STATE, resized_shape, select_windows
-from exolam.tools.diagnose_report import short_num
+from exolam.workflows.diagnose import STATE, resized_shape, select_windows
+from exolam.workflows.diagnose_report import short_num
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
