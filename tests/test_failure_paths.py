@@ -1,4 +1,4 @@
-"""The own-data commands' failure paths (outdir.py): every case ends in one stderr line, exit code 2, and
+"""The own-data commands' failure paths (runs/outdir.py): every case ends in one stderr line, exit code 2, and
 nothing left behind; a killed command's temporaries are swept by the next run; two processes never write
 one --out; a full disk is a refusal like any other. Tiny generated fixtures only."""
 
@@ -18,7 +18,7 @@ import exolam
 from exolam.cli import main
 from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import write_dataset
-from exolam.outdir import claim, lock_path, remove_stale
+from exolam.runs.outdir import claim, lock_path, remove_stale
 
 IMG, TOP = "observation.image", "observation.images.top"
 TINY = ("--image-size 32 --batch-size 4 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --steps 2 "
@@ -255,7 +255,7 @@ def test_remove_stale_keeps_other_names_and_live_writers(tmp_path):
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from exolam.outdir import Lock
+    from exolam.runs.outdir import Lock
     Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
     with Lock(sys.argv[1]):
         print("held", flush=True)

@@ -10,10 +10,10 @@ from matplotlib.figure import Figure
 from exolam.errors import ConfigError
 from exolam.experiments import gridworld, swap, xexo_sweep
 from exolam.experiments.vqlam import METRICS
-from exolam.fileio import to_jsonable
 from exolam.models.vq import VQLAMConfig
 from exolam.plotting import close
-from exolam.runio import RunDir
+from exolam.runs.files import to_jsonable
+from exolam.runs.rundir import RunDir
 from exolam.train.engine import TrainConfig
 
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from exolam.errors import ConfigError
 from exolam.experiments.vqlam import VQSweepConfig, make_job, run_job, run_jobs
 from exolam.models.checkpoint import load_model
 from exolam.models.vq import VQLAM, VQLAMConfig
-from exolam.runio import RunDir
+from exolam.runs.rundir import RunDir
 from exolam.train.engine import TrainConfig
 
 torch.set_num_threads(1)

@@ -23,7 +23,7 @@ LAYERS = [
     ["objectives"],
     ["envs"],
     ["data"],
-    ["runio", "outdir", "fileio", "plotting", "cliargs", "fields", "seeding", "errors"],
+    ["runs", "plotting", "cliargs", "fields", "seeding", "errors"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 USER_COMMANDS = ("workflows", "cli_control", "cli_diagnose", "cli_import", "cli_own")

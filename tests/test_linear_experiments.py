@@ -8,7 +8,7 @@ import pytest
 from exolam.errors import ConfigError
 from exolam.experiments import auxiliary, leakage, sensitivity
 from exolam.experiments.report import finish
-from exolam.runio import RunDir
+from exolam.runs.rundir import RunDir
 
 TINY_ENV = dict(n_traj=40, n_test_traj=10)
 

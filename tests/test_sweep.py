@@ -1,12 +1,12 @@
-"""The sweep runner (train/sweep.py): N shards writing one folder, merged by `exolam report`, give exactly
+"""The sweep runner (runs/sweep.py): N shards writing one folder, merged by `exolam report`, give exactly
 the files of an unsharded run; bad --shard / --jobs values are one line."""
 
 import pytest
 
 from exolam.cli import main
 from exolam.errors import ConfigError
-from exolam.runio import RunDir
-from exolam.train.sweep import parse_shard
+from exolam.runs.rundir import RunDir
+from exolam.runs.sweep import parse_shard
 
 GRID = ["--quick", "--sigmas", "0.5", "1", "--objectives", "lam", "lam+xexo:1", "--seeds", "2", "--train.steps", "12",
         "--env.n-train", "256", "--env.n-test", "128", "--model.idm-channels", "8"]
@@ -71,7 +71,7 @@ def test_a_sweep_resumes_on_another_device_but_not_under_another_config(tmp_path
 def test_staged_npz_round_trip_and_a_damaged_file_is_one_line(tmp_path):
     import numpy as np
 
-    from exolam.fileio import load_npz, save_npz
+    from exolam.runs.files import load_npz, save_npz
 
     path = tmp_path / "ep.npz"
     save_npz(path, {"a": np.arange(6.0).reshape(3, 2), "task": "push"})

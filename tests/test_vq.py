@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from exolam.errors import ConfigError
-from exolam.fileio import from_jsonable, to_jsonable
 from exolam.models.base import IDMOutput
 from exolam.models.vq import VQLAM, VQLAMConfig
+from exolam.runs.files import from_jsonable, to_jsonable
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@
 --jobs J runs the sweep's tasks in J worker processes (1 torch thread each; 0 = in this process).
 --shard K/N runs only the K-th of N slices of the sweep's rows (a SLURM array, several hosts on a
 shared folder); each shard writes its own file and `exolam report` merges them into results.csv,
-summary.json and the figure, exactly as an unsharded run writes them (train/sweep.py).
+summary.json and the figure, exactly as an unsharded run writes them (runs/sweep.py).
 
 <experiment> is leakage | sensitivity | auxiliary | gridworld | swap | xexo-sweep, or a group:
 linear (the three linear figures) | all. A single experiment accepts any config field as a flag
@@ -81,7 +81,7 @@ class Options:
 
 
 def _options(given: dict[str, Given]) -> Options:
-    from exolam.train.sweep import check_jobs, parse_shard
+    from exolam.runs.sweep import check_jobs, parse_shard
 
     out = given["out"].value if "out" in given else "runs"
     if not out:
@@ -138,8 +138,8 @@ def _group(target: str, names: list[str], mods: dict, args: list[str]):
 
 def reproduce(argv: list[str]) -> int:
     from exolam.experiments.registry import GROUPS, available, expand
-    from exolam.fileio import to_jsonable
-    from exolam.runio import RunDir
+    from exolam.runs.files import to_jsonable
+    from exolam.runs.rundir import RunDir
 
     if not argv or argv[0].startswith("-"):
         raise ConfigError("reproduce needs an experiment name (exolam reproduce <experiment> ...)")

@@ -16,12 +16,11 @@ one line, exit code 2, for an unknown flag or a bad value.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 from exolam.cliargs import Flag, apply, check, config_flags
 from exolam.errors import ConfigError
-from exolam.outdir import check_outside
+from exolam.runs.outdir import check_outside
 
 USAGE = "usage: exolam control train-expert|collect|videos [--out DIR] [--field value ...] (see --help of each)"
 OUT = {"--out": Flag("out", str, config=False)}

@@ -55,7 +55,7 @@ def import_command(argv: list[str]) -> int:
     if "camera_keys" in given:
         given["camera_keys"] = tuple(k for v in given["camera_keys"] for k in v.split(",") if k)
     path = import_dataset(kind, argv[1], out, ImportOptions(**given))
-    from exolam.fileio import read_json
+    from exolam.runs.files import read_json
 
     done = read_json(path / "meta" / "exolam_import.json", "rerun the import")
     print(f"imported {kind} {argv[1]}: {done.get('episodes')} episodes, {done.get('frames')} frames -> {path}")

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from exolam.data.fields import camera_key
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_write, read_json
+from exolam.runs.files import atomic_write, read_json
 
 FORMAT, VERSION, META = "exolam-features", 1, "features.json"
 DTYPES = ("float16", "float32")

@@ -30,12 +30,11 @@ import shutil
 import sys
 from pathlib import Path
 
-
 from exolam.data.importers_base import ImportOptions
 from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError
-from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
-from exolam.outdir import check_outside, claim
+from exolam.runs.files import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.runs.outdir import check_outside, claim
 
 FORMAT, SPEC, DONE = 1, "spec.json", "exolam_import.json"
 

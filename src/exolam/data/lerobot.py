@@ -70,7 +70,7 @@ from exolam.data import video
 from exolam.data.columns import column_numpy, np_dtype, parquet_schema
 from exolam.data.layout import LEGACY, VERSION
 from exolam.errors import ConfigError
-from exolam.fileio import read_json
+from exolam.runs.files import read_json
 
 __all__ = ["LeRobotDataset", "open_dataset"]
 

@@ -60,8 +60,8 @@ from exolam.data import video
 from exolam.data.lerobot_write import write_dataset
 from exolam.envs.control import ControlConfig, DistractingControl
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_write, load_npz, open_staging, read_json, save_npz
-from exolam.outdir import claim
+from exolam.runs.files import atomic_write, load_npz, open_staging, read_json, save_npz
+from exolam.runs.outdir import claim
 
 STAGING, DATASET, DONE, SPEC = ".staging", "dataset", "collect.json", "spec.json"
 FORMAT = 1

@@ -38,7 +38,7 @@ import torch
 
 from exolam.envs.suite import check_task, load_task
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_write, read_json
+from exolam.runs.files import atomic_write, read_json
 
 FORMAT = "exolam-expert"
 ALGOS = ("sac", "ppo")

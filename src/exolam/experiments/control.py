@@ -45,9 +45,9 @@ from exolam.experiments.control_jobs import (
 from exolam.models.lapo import LapoLAMConfig
 from exolam.models.policy import DecoderConfig, PolicyConfig
 from exolam.plotting import figure
-from exolam.runio import RunDir, summarize
+from exolam.runs.rundir import RunDir, summarize
+from exolam.runs.sweep import Task, run_tasks
 from exolam.train.engine import TrainConfig, resolve_precision
-from exolam.train.sweep import Task, run_tasks
 
 NAME = "control"
 KEYS = ["method", "label_fraction"]

@@ -26,7 +26,7 @@ from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
 from exolam.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, summarize
+from exolam.runs.rundir import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
 
 NAME = "gridworld"

@@ -2,7 +2,7 @@
 
 A *cell* is one (env config, objective, seed). All cells of a figure train together as ensembles
 (`train.linear.train_linear_ensemble`), in groups that are the tasks of the sweep runner
-(train/sweep.py): rows are recorded as each group finishes, so a killed sweep resumes where it
+(runs/sweep.py): rows are recorded as each group finishes, so a killed sweep resumes where it
 stopped, and `--shard K/N` / `--jobs J` split the cells across machines / processes. `--solver closed-form` replaces SGD by the global optimum
 (`theory.py`) for the objectives that have one (L_LAM, L_LAM + lam L_X-exo).
 """
@@ -20,14 +20,21 @@ from exolam.data.transitions import Transitions
 from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.fields import check_set_by
-from exolam.runio import RunDir
-from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encoder, leakage_var, least_squares,
-                                   probe_nmse, probe_nmse_given_o)
+from exolam.metrics.latent import (
+    consistency_var,
+    exo_energy,
+    innovation_encoder,
+    leakage_var,
+    least_squares,
+    probe_nmse,
+    probe_nmse_given_o,
+)
 from exolam.models.linear import LinearLAM
 from exolam.objectives import format_objective, parse_objective, term_weights
+from exolam.runs.rundir import RunDir
+from exolam.runs.sweep import Task, run_tasks, shard_items
 from exolam.theory import check_prop_4_8, lam_optimum, xexo_optimum
 from exolam.train.linear import Diverged, LinearTrainConfig, train_linear_ensemble
-from exolam.train.sweep import Task, run_tasks, shard_items
 
 # every linear row; `_given_o` = the gauge-free companion (metrics/latent.py, "The gauge")
 METRICS = ["probe_nmse", "probe_nmse_given_o", "leakage_var", "leakage_var_given_o", "consistency_var",

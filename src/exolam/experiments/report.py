@@ -13,9 +13,9 @@ from pathlib import Path
 
 from exolam.errors import ConfigError
 from exolam.experiments.registry import available
-from exolam.fileio import atomic_write, from_jsonable
 from exolam.plotting import close
-from exolam.runio import RunDir
+from exolam.runs.files import atomic_write, from_jsonable
+from exolam.runs.rundir import RunDir
 
 HEADER = """# exolam report
 

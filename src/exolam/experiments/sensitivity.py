@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from exolam.experiments import linear_sweep as ls
 from exolam.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, summarize
+from exolam.runs.rundir import RunDir, summarize
 
 NAME = "sensitivity"
 KEYS = ["alpha", "p_switch"]

@@ -31,10 +31,10 @@ from typing import ClassVar
 
 from exolam.experiments import gridworld
 from exolam.experiments.vqlam import run_jobs
-from exolam.fileio import to_jsonable
 from exolam.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, same_config
-from exolam.train.sweep import shard_items
+from exolam.runs.files import to_jsonable
+from exolam.runs.rundir import RunDir, same_config
+from exolam.runs.sweep import shard_items
 
 NAME = "swap"
 KEYS = gridworld.KEYS

@@ -40,7 +40,6 @@ from exolam.envs.gridworld import (
 )
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fields import check_set_by
-from exolam.fileio import to_jsonable
 from exolam.metrics.pixel import (
     codebook_usage,
     consistency_loss,
@@ -52,10 +51,12 @@ from exolam.metrics.pixel import (
 from exolam.models import checkpoint
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
-from exolam.runio import RunDir
+from exolam.runs.files import to_jsonable
+from exolam.runs.launch import launched_externally
+from exolam.runs.rundir import RunDir
+from exolam.runs.sweep import Task, run_tasks
 from exolam.train import engine
 from exolam.train.engine import TrainConfig, resolve_precision
-from exolam.train.sweep import Task, run_tasks
 
 METRICS = [
     "consistency_post", "consistency_pre", "code_flip_rate",  # Fig. 5b left
@@ -250,12 +251,12 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
 
 def run_jobs(jobs: list[Job], run: RunDir, *, jobs_parallel: int | None = None, device: str = "cpu", reuse=(),
              log=print) -> None:
-    """Every job of run's shard not yet recorded, through the sweep runner (train/sweep.py).
+    """Every job of run's shard not yet recorded, through the sweep runner (runs/sweep.py).
 
     `jobs_parallel`: worker processes (None: 2 on CPU, the 2 x 1-thread layout that is fastest for this
     compute-bound LAM on our 2 cores; 0 on CUDA). `reuse`: extra checkpoint roots searched for a job's
     exact spec (besides run's own)."""
-    if engine.launched_externally():  # torchrun / SLURM already started one process per rank
+    if launched_externally():  # torchrun / SLURM already started one process per rank
         if jobs_parallel:
             raise ConfigError(f"--jobs = {jobs_parallel}: under torchrun or SLURM each rank runs the sweep's jobs "
                               "itself; use --jobs 0 (the default there)")

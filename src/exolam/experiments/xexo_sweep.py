@@ -36,7 +36,7 @@ from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
 from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.plotting import errorbar_panel, figure
-from exolam.runio import RunDir, summarize
+from exolam.runs.rundir import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
 
 NAME = "xexo-sweep"

@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from exolam.errors import ConfigError
-from exolam.fileio import from_jsonable, to_jsonable
+from exolam.runs.files import from_jsonable, to_jsonable
 
 FORMAT, VERSION = "exolam-checkpoint", 1
 

@@ -44,8 +44,8 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.fileio import LATE
 from exolam.models.base import LAM, IDMOutput
+from exolam.runs.files import LATE
 
 
 @dataclasses.dataclass

@@ -47,9 +47,10 @@ from torch import nn
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.fileio import atomic_write, to_jsonable
 from exolam.models import checkpoint
 from exolam.objectives import Objective, format_objective
+from exolam.runs.files import atomic_write, to_jsonable
+from exolam.runs.launch import launched_externally
 
 PRECISIONS = ("auto", "32", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
@@ -109,17 +110,6 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if torch.device(device).type == "cpu" and native_bf16_cpu() else "32"
-
-
-def launched_externally() -> bool:
-    """Whether torchrun or SLURM started this process as one rank of several."""
-    return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
-def launcher_rank() -> int:
-    """This process's global rank under torchrun or SLURM (0 when started alone): only rank 0 of such a
-    launch records results (every rank trains)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def available_bytes(device: str = "cpu") -> int | None:

@@ -42,11 +42,17 @@ from exolam.data.fields import ACTION, LABEL, alt_key, camera_key
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_dir, fresh_out
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.metrics.pixel import codebook_usage, consistency_loss, evaluating, probe_accuracy, swap_psnr
-from exolam.outdir import claim
+from exolam.metrics.pixel import (
+    codebook_usage,
+    consistency_loss,
+    evaluating,
+    probe_accuracy,
+    swap_psnr,
+)
+from exolam.runs.files import atomic_dir, fresh_out
+from exolam.runs.outdir import claim
 
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}

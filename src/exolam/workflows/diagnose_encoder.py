@@ -46,11 +46,11 @@ from exolam.data.features import load_frames
 from exolam.data.fields import camera_key, lam_fields
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_write, finite_json
 from exolam.metrics.encoder import xi_sensitivity
 from exolam.metrics.latent import exo_energy
 from exolam.models.encoders import SPECS, Encoder, load_encoder
-from exolam.outdir import claim
+from exolam.runs.files import atomic_write, finite_json
+from exolam.runs.outdir import claim
 from exolam.workflows.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"

@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 
 from exolam.data.augment import NAME as AUGMENT
-from exolam.fileio import finite_json
 from exolam.plotting import close, figure
+from exolam.runs.files import finite_json
 
 N_SHOW = 4
 

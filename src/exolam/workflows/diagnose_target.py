@@ -51,10 +51,10 @@ from exolam.data.flow import DIS_MIN_SIDE, optical_flow
 from exolam.data.lerobot import open_dataset
 from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_dir, finite_json, fresh_out
-from exolam.outdir import claim
 from exolam.metrics.encoder import target_robustness
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
+from exolam.runs.files import atomic_dir, finite_json, fresh_out
+from exolam.runs.outdir import claim
 from exolam.workflows.diagnose import STATE, resized_shape, select_windows
 from exolam.workflows.diagnose_report import short_num
 

@@ -46,10 +46,10 @@ from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import RunningStats, arrow_column
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fileio import atomic_dir, atomic_write
 from exolam.models import checkpoint
 from exolam.models.checkpoint import checkpoint_input, input_camera
-from exolam.outdir import check_outside, claim
+from exolam.runs.files import atomic_dir, atomic_write
+from exolam.runs.outdir import check_outside, claim
 
 Z, VALID, CODE = "latent_action", "latent_action_is_valid", "latent_action_code"
 PROVENANCE = "meta/exolam_label.json"

@@ -51,14 +51,14 @@ from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
 from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.fileio import atomic_write, to_jsonable
 from exolam.models import checkpoint
 from exolam.models.checkpoint import OWN_LAM as KIND
 from exolam.models.encoders import load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
-from exolam.outdir import check_outside, claim
+from exolam.runs.files import atomic_write, to_jsonable
+from exolam.runs.outdir import check_outside, claim
 from exolam.train import engine
 from exolam.train.engine import TrainConfig, check_memory
 

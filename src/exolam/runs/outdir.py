@@ -1,7 +1,7 @@
 """The `--out` folder of every command that writes one (import, train, label, diagnose and its encoder /
 target variants, control collect / videos): one mechanism for "nothing half-written, nothing left
 behind, no two writers". `exolam reproduce` holds each experiment's run folder with the same `Lock`
-and sweep (runio.RunDir.held); its rows resume by their own rules (runio.py).
+and sweep (rundir.RunDir.held); its rows resume by their own rules (runs/rundir.py).
 
     with claim(out, {"--data": data}, resumable=lambda: ckpt.exists()):  # checks, lock, stale sweep
         ...                                                                 # build the output
@@ -15,8 +15,8 @@ and sweep (runio.RunDir.held); its rows resume by their own rules (runio.py).
    release. Only rank 0 of a multi-process launch (torchrun, SLURM, Fabric's ddp launcher) claims
    `--out`; ranks > 0 write nothing, so they neither lock, sweep nor roll back.
 3. **stale temporaries** - every temporary name of ours belonging to this `--out` whose writer is
-   dead is removed: `.<name>.tmp<PID>` beside it (a folder built by `fileio.atomic_dir`), and
-   `.<file>.tmp<PID>` inside it or inside its staging folder (`fileio.atomic_write`,
+   dead is removed: `.<name>.tmp<PID>` beside it (a folder built by `files.atomic_dir`), and
+   `.<file>.tmp<PID>` inside it or inside its staging folder (`files.atomic_write`,
    `checkpoint.write`). A killed checkpoint replacement is adopted by `checkpoint.resolve`.
 
 On leaving the block with an exception the folder is rolled back to what was there before the
@@ -36,8 +36,9 @@ import shutil
 from pathlib import Path
 
 from exolam.errors import ConfigError
+from exolam.runs.launch import rank0
 
-TMP = re.compile(r"^\..+\.tmp(\d+)(\.[a-z0-9]+)?$")  # .NAME.tmpPID[.ext]: fileio.atomic_write / atomic_dir,
+TMP = re.compile(r"^\..+\.tmp(\d+)(\.[a-z0-9]+)?$")  # .NAME.tmpPID[.ext]: files.atomic_write / atomic_dir,
 # checkpoint.write, a video written under a temporary name (.episode_000000.mp4.tmpPID.mp4)
 
 
@@ -213,12 +214,6 @@ class OutFolder:
         for d in self._created_parents:  # innermost first; only while empty
             with contextlib.suppress(OSError):
                 d.rmdir()
-
-
-def rank0() -> bool:
-    """False in the ranks > 0 of a multi-process launch (torchrun, SLURM, Fabric's ddp launcher), which
-    write nothing; the same variables as train.engine.launched_externally / launcher_rank."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 @contextlib.contextmanager

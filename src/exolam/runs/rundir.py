@@ -2,7 +2,7 @@
 
 `DIR/<experiment>/` holds `config.json` (fully resolved), `results.csv` (one row per config x seed),
 `summary.json` (mean and standard error per config) and `<experiment>.png`. Every file is written
-to a temporary name and renamed (`fileio.atomic_write`), so nothing half-written is ever left. A rerun of the same config
+to a temporary name and renamed (`files.atomic_write`), so nothing half-written is ever left. A rerun of the same config
 skips the (config, seed) rows already in results.csv (an interrupted sweep resumes); a rerun with
 a different config refuses instead of overwriting. Two processes never record one results file at
 once (`held`).
@@ -20,8 +20,9 @@ import shutil
 from pathlib import Path
 
 from exolam.errors import ConfigError
-from exolam.fileio import atomic_write, read_json
-from exolam.outdir import Lock, rank0, remove_stale
+from exolam.runs.files import atomic_write, read_json
+from exolam.runs.launch import rank0
+from exolam.runs.outdir import Lock, remove_stale
 
 
 class RunDir:

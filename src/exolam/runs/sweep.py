@@ -34,8 +34,8 @@ from typing import Callable
 import torch
 
 from exolam.errors import ConfigError
-from exolam.runio import RunDir
-from exolam.train.engine import launcher_rank
+from exolam.runs.launch import launcher_rank
+from exolam.runs.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
