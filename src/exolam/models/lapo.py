@@ -152,8 +152,9 @@ def frozen_feature_shape(enc: "FrozenEncoder", frame: int, channels: int) -> tup
     return shape
 
 
-class Encoder(nn.Module):
-    """f (ema mode): [stride-2 conv3x3 + GELU] per width, then conv3x3 + Tanh -> features in [-1, 1]."""
+class ConvEncoder(nn.Module):
+    """f (ema mode): [stride-2 conv3x3 + GELU] per width, then conv3x3 + Tanh -> features in [-1, 1].
+    Trained jointly with the LAM; the pretrained encoders of models/encoders.py share its role, not its class."""
 
     def __init__(self, cfg: LapoLAMConfig):
         super().__init__()
@@ -254,7 +255,7 @@ class LapoLAM(LAM):
             x_shape = cfg.obs_shape
         self.cfg = cfg
         if cfg.encoder == "ema":
-            self.f = Encoder(cfg)
+            self.f = ConvEncoder(cfg)
             self.f_ema = copy.deepcopy(self.f).requires_grad_(False)
         self.idm_net = IDM(cfg, x_shape)
         self.fdm_net = UNetFDM(cfg, x_shape[0], self.obs_shape[0])
