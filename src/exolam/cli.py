@@ -219,7 +219,7 @@ def diagnose(argv: list[str]) -> int:
     return diagnose_command(argv)
 
 
-OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory")
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory")  # torch's CPU allocator; CUDA's
 
 
 def main(argv: list[str] | None = None) -> int:

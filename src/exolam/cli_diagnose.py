@@ -45,12 +45,7 @@ def diagnose_command(argv: list[str]) -> int:
 
     from exolam.data.augment import PairedAugment
     from exolam.data.lerobot import open_dataset
-    from exolam.models.checkpoint import (
-        checkpoint_input,
-        in_run,
-        input_camera,
-        load_model,
-    )
+    from exolam.models.checkpoint import (checkpoint_input, in_run, input_camera, load_model)
     from exolam.runs.files import fresh_out
     from exolam.runs.outdir import check_outside
     from exolam.workflows.diagnose import diagnose

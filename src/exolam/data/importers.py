@@ -66,7 +66,7 @@ def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *,
     try:
         spec = json.loads(json.dumps({"format": FORMAT, "kind": kind, "src": str(src.resolve()),
                                       "options": dataclasses.asdict(opts), "inputs": source.inputs}))
-        with claim(out, {"SRC": src}, staging=staging):
+        with claim(out, staging=staging):  # out against SRC: checked above, before SRC is opened
             if out.exists():
                 if done.is_file():
                     _check_spec(done, spec, "this dataset was imported")
@@ -92,10 +92,11 @@ def _stage_and_write(kind: str, source, spec: dict, staging: Path, out: Path, op
     write OUT from the staged episodes and finish."""
     if (staging / SPEC).is_file():
         try:
-            _check_spec(staging / SPEC, spec, "staging was made")
-        except ConfigError as e:
-            log(f"[import] {staging}: made by another import ({str(e).split(' with ', 1)[-1].split('; use')[0]}); "
-                "staging again from scratch")
+            diff = _spec_diff(read_json(staging / SPEC, ""), spec)
+        except ConfigError:  # a damaged spec.json: nothing staged under it can be trusted
+            diff = ["an unreadable spec.json"]
+        if diff:
+            log(f"[import] {staging}: made by another import ({'; '.join(diff)}); staging again from scratch")
             shutil.rmtree(staging)
     n = len(source)
     open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec, "staging was made"))
@@ -130,13 +131,18 @@ def _bar(total: int, start: int, desc: str, progress: bool):
     return tqdm(total=total, initial=start, desc=desc, leave=False)
 
 
-def _check_spec(path: Path, want: dict, what: str) -> None:
-    have = read_json(path, f"remove {path.parent} to start afresh")
+def _spec_diff(have: dict, want: dict) -> list[str]:
+    """What differs between a recorded import spec and the one asked for, one phrase each."""
     diff = [f"options.{k}={have.get('options', {}).get(k)!r} (asked {v!r})" for k, v in want["options"].items()
             if (have.get("options") or {}).get(k) != v]
     diff += [f"{k}={have.get(k)!r} (asked {want[k]!r})" for k in ("format", "kind", "src") if have.get(k) != want[k]]
     if have.get("inputs") != want["inputs"]:
         diff.append("other input files (added, removed or changed since)")
+    return diff
+
+
+def _check_spec(path: Path, want: dict, what: str) -> None:
+    diff = _spec_diff(read_json(path, f"remove {path.parent} to start afresh"), want)
     if diff:
         raise ConfigError(f"{path}: {what} with {'; '.join(diff)}; use another --out or remove "
                           f"{path.parent if path.name == SPEC else path.parent.parent}")

@@ -12,18 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exolam.data.importers_base import (
-    NPZ_KEYS,
-    VIDEO_EXT,
-    ImportOptions,
-    check_episode,
-    fingerprint,
-    image_layout,
-    int_sorted,
-    numeric_feature,
-    prepare_frames,
-    video_feature,
-)
+from exolam.data.importers_base import (NPZ_KEYS, VIDEO_EXT, ImportOptions, check_episode, fingerprint, image_layout,
+                                        int_sorted, numeric_feature, prepare_frames, video_feature)
 from exolam.errors import ConfigError
 
 

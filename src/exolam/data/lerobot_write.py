@@ -24,14 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exolam.data import video
-from exolam.data.layout import (
-    DATA_PATH,
-    DEFAULT_FEATURES,
-    EPISODES_PATH,
-    NUMERIC,
-    VERSION,
-    VIDEO_PATH,
-)
+from exolam.data.layout import (DATA_PATH, DEFAULT_FEATURES, EPISODES_PATH, NUMERIC, VERSION, VIDEO_PATH)
 from exolam.errors import ConfigError, check_positive_int
 
 STATS_FRAMES = 16  # video frames per episode that enter meta/stats.json

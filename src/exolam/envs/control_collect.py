@@ -200,7 +200,7 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
     out = Path(out)
     staging, dataset, done = out / STAGING, out / DATASET, out / DONE
     spec = _spec(cfg, seed, steps, bool(paired))
-    with claim(out, staging=staging, resumable=lambda: any(staging.glob("episode_*.npz"))):
+    with claim(out, resumable=lambda: any(staging.glob("episode_*.npz"))):  # sweeps out/.staging too
         if dataset.exists():
             if done.exists():
                 _check_spec(done, {**spec, "episodes": episodes}, ignore=())
@@ -237,8 +237,8 @@ def collect(cfg: ControlConfig, policy, out, episodes: int, steps: int, seed: in
         finally:
             env.close()
         keys = list(feats)
-        write_dataset(dataset, (load_npz(staging / staged_name(e), keys, "re-collect it") for e in range(episodes)), feats, fps,
-                      codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
+        write_dataset(dataset, (load_npz(staging / staged_name(e), keys, "re-collect it") for e in range(episodes)),
+                      feats, fps, codec=codec, robot_type=f"dm_control/{cfg.domain}-{cfg.task}")
         _finish(staging, done, spec, episodes)
         return dataset
 

@@ -201,7 +201,8 @@ def export_lerobot(data: Transitions, root, fps: int = 10):
     Transitions are drawn independently (module docstring), so each becomes a 2-frame episode:
     frame 0 = (o, o~, a, label), frame 1 = (o', o~', the tour's next action, unlabelled). The frame
     features carry `info.exogenous_region` (EXO_REGION, 1 where xi renders: what `exolam diagnose`
-    measures saliency on). Frames are float32 [1, 4, 4] parquet columns, not video: exact, so a model trained on the export with
+    measures saliency on). Frames are float32 [1, 4, 4] parquet columns, not video: exact, so a model
+    trained on the export with
     `WindowSource(WindowDataset(root, LEROBOT_FIELDS), seed, ...)` sees the numbers the in-memory
     `TensorSource(data, seed, ...)` gives, batch for batch (tests/test_gridworld_export.py).
     """

@@ -33,15 +33,8 @@ from pathlib import Path
 
 from exolam.envs.control import ControlConfig
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.experiments.control_jobs import (
-    BASELINES,
-    METRICS,
-    ControlTask,
-    parse_variant,
-    run_group,
-    shares_lam,
-    variant_name,
-)
+from exolam.experiments.control_jobs import (BASELINES, METRICS, ControlTask, parse_variant, run_group, shares_lam,
+                                             variant_name)
 from exolam.models.lapo import LapoLAMConfig
 from exolam.models.policy import DecoderConfig, PolicyConfig
 from exolam.plotting import figure

@@ -40,17 +40,8 @@ from exolam.metrics.encoder import xi_sensitivity, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
 from exolam.metrics.pixel import swap_psnr
 from exolam.models.lapo import ENCODERS, LapoLAM, LapoLAMConfig, ema_hook
-from exolam.models.policy import (
-    ActionDecoder,
-    BCObjective,
-    ConvPolicy,
-    DecoderConfig,
-    DecoderObjective,
-    LatentPolicyObjective,
-    PolicyConfig,
-    bc_policy,
-    latent_action_policy,
-)
+from exolam.models.policy import (ActionDecoder, BCObjective, ConvPolicy, DecoderConfig, DecoderObjective,
+                                  LatentPolicyObjective, PolicyConfig, bc_policy, latent_action_policy)
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
 from exolam.runs.files import to_jsonable
 from exolam.train import engine

@@ -28,26 +28,12 @@ import torch
 
 from exolam.data.sampling import TensorSource
 from exolam.data.transitions import Transitions
-from exolam.envs.gridworld import (
-    CONTROL_REGION,
-    EXO_REGION,
-    N_ACTIONS,
-    GridWorldConfig,
-    H,
-    W,
-    make_dataset,
-    noise_floor,
-)
+from exolam.envs.gridworld import (CONTROL_REGION, EXO_REGION, N_ACTIONS, GridWorldConfig, H, W, make_dataset,
+                                   noise_floor)
 from exolam.errors import ConfigError, check_positive_int
 from exolam.fields import check_set_by
-from exolam.metrics.pixel import (
-    codebook_usage,
-    consistency_loss,
-    exo_region_mse,
-    probe_accuracy,
-    region_mse,
-    swap_psnr,
-)
+from exolam.metrics.pixel import (codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, region_mse,
+                                  swap_psnr)
 from exolam.models import checkpoint
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective, sq_err
@@ -233,8 +219,8 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
             lam, loss_train = checkpoint.load_model(src), meta["loss_train"]
         else:
             one = job.train.devices == 1
-            out = engine.train_or_resume(job.train, device, ckpt, job.spec(device), train_job if one else _train_job_ddp,
-                                         job, device, ckpt)
+            fit_one = train_job if one else _train_job_ddp
+            out = engine.train_or_resume(job.train, device, ckpt, job.spec(device), fit_one, job, device, ckpt)
             if out is None:  # N processes trained it; rank 0 wrote the finished checkpoint
                 lam, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
             else:

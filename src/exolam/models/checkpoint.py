@@ -177,7 +177,8 @@ def write(folder: str | Path, meta: dict, model: torch.nn.Module, training: dict
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).split(":")[-1].strip() or type(e).__name__
-        raise ConfigError(f"checkpoint {folder}: cannot write ({why}); free disk space or choose another --out") from None
+        raise ConfigError(f"checkpoint {folder}: cannot write ({why}); free disk space or choose another "
+                          "--out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

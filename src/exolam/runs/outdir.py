@@ -61,19 +61,17 @@ def remove_stale(folder: Path, prefix: str = "", recursive: bool = False) -> lis
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    walk = os.walk(folder) if recursive else [(str(folder), [], [])]
-    for root, dirs, _ in walk:
-        root = Path(root)
-        for entry in list(root.iterdir()) if root.is_dir() else []:
-            m = TMP.match(entry.name)
-            if not m or (prefix and not entry.name.startswith(f".{prefix}.tmp")) or int(m.group(1)) == os.getpid():
+    for root, dirs, files in os.walk(folder) if recursive else [next(os.walk(folder))]:
+        for name in [*dirs, *files]:
+            m = TMP.match(name)
+            if not m or (prefix and not name.startswith(f".{prefix}.tmp")) or int(m.group(1)) == os.getpid():
                 continue
             if pid_alive(int(m.group(1))):
                 continue
-            if entry.is_dir() and not entry.is_symlink():
+            entry = Path(root) / name
+            if name in dirs and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
-                if entry.name in dirs:
-                    dirs.remove(entry.name)
+                dirs.remove(name)  # os.walk does not descend into it
             else:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
@@ -96,12 +94,33 @@ def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
+@contextlib.contextmanager
+def parent_folder(path: Path, fail: str):
+    """`path`'s parent, created if missing; on leaving, the folders this made are removed again while
+    empty (innermost first). `fail`: the start of the one line that says it cannot be created."""
+    parent = path.parent
+    made = [d for d in (parent, *parent.parents) if not d.exists()]
+    base = made[-1].parent if made else parent
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"{fail}: {base} is a file, not a folder; choose another --out")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{fail} ({e.strerror or e}); choose another --out") from None
+    try:
+        yield parent
+    finally:
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
 class Lock:
     """An exclusive lock on `target` (a folder or file that may not exist yet): the file
     `<parent>/.<name>.lock` held with `fcntl.flock` and holding our PID; refused, not waited for."""
 
-    def __init__(self, target: str | Path, flag: str = "--out"):
-        self.target, self.flag, self.path = Path(target), flag, lock_path(Path(target))
+    def __init__(self, target: str | Path):
+        self.target, self.path = Path(target), lock_path(Path(target))
         self._fd: int | None = None
 
     def __enter__(self) -> "Lock":
@@ -111,15 +130,15 @@ class Lock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise ConfigError(f"{self.flag} = {self.target}: cannot create its lock {self.path} "
-                                  f"({e.strerror or e}); choose another {self.flag}") from None
+                raise ConfigError(f"--out = {self.target}: cannot create its lock {self.path} ({e.strerror or e}); "
+                                  "choose another --out") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise ConfigError(f"{self.flag} = {self.target}: in use by another exolam process (PID {holder}, "
-                                  f"lock {self.path}); wait for it to finish or choose another {self.flag}") from None
+                raise ConfigError(f"--out = {self.target}: in use by another exolam process (PID {holder}, lock "
+                                  f"{self.path}); wait for it to finish or choose another --out") from None
             try:  # a holder that released between our open and flock unlinked the file: take a fresh one
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -141,90 +160,45 @@ class Lock:
         self._fd = None
 
 
-class OutFolder:
-    """A claimed `--out` (module doc); use through `claim`."""
-
-    def __init__(self, out: str | Path, staging: Path | None = None, resumable=None):
-        self.path = Path(out)
-        self.staging = staging
-        self.lock = Lock(self.path)
-        self.resumable = resumable
-        self._created_parents: list[Path] = []
-        self._existed = self.path.exists()
-        self._before: set[str] = set()
-
-    # ------------------------------------------------------------------ enter / exit
-
-    def __enter__(self) -> "OutFolder":
-        parent = self.path.parent
-        missing = [d for d in (parent, *parent.parents) if not d.exists()]
-        base = missing[-1].parent if missing else parent
-        if base.exists() and not base.is_dir():
-            raise ConfigError(f"--out = {self.path}: {base} is a file, not a folder; choose another --out")
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out = {self.path}: exists and is not a folder; choose another --out")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"--out = {self.path}: cannot create {parent} ({e.strerror or e}); choose another "
-                              "--out") from None
-        self._created_parents = missing  # innermost first
-        try:
-            self.lock.__enter__()
-            remove_stale(parent, self.path.name)
-            remove_stale(self.path, recursive=True)
-            if self.staging is not None:
-                remove_stale(self.staging, recursive=True)
-            self._existed = self.path.exists()
-            self._before = set(os.listdir(self.path)) if self._existed else set()
-        except BaseException:
-            self._release()
-            self._drop_parents()
-            raise
-        return self
-
-    def _release(self) -> None:
-        self.lock.__exit__()
-
-    def __exit__(self, kind, exc, tb) -> None:
-        failed = exc is not None and (isinstance(exc, ConfigError) or not (self.resumable and self.resumable()))
-        try:
-            if failed:
-                self.rollback()
-        finally:
-            self._release()
-            if not self.path.exists():
-                self._drop_parents()
-
-    def rollback(self) -> None:
-        """Remove what this process created inside `out`, and `out` itself if it made it and it is left
-        empty; what was there before stays."""
-        if self.path.is_dir():
-            for name in set(os.listdir(self.path)) - self._before:
-                p = self.path / name
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-            if not self._existed:
-                with contextlib.suppress(OSError):
-                    self.path.rmdir()
-
-    def _drop_parents(self) -> None:
-        for d in self._created_parents:  # innermost first; only while empty
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 @contextlib.contextmanager
 def claim(out: str | Path, inputs: dict[str, str | Path | None] | None = None, *, staging: Path | None = None,
           resumable=None):
-    """Check `out` against `inputs`, lock it, sweep stale temporaries; roll back on failure unless
-    `resumable()` says a state worth resuming exists and the failure is no refusal (module doc)."""
+    """Check `out` against `inputs`, lock it, sweep stale temporaries (also in a `staging` folder beside
+    it); roll back on failure unless `resumable()` says a state worth resuming exists and the failure is
+    no refusal (module doc)."""
     out = Path(out)
     check_outside(out, inputs or {})
     if not rank0():  # a rank > 0 of a multi-process launch: rank 0 holds, sweeps and rolls back
-        yield None
+        yield
         return
-    with OutFolder(out, staging, resumable=resumable) as folder:
-        yield folder
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out = {out}: exists and is not a folder; choose another --out")
+    with parent_folder(out, f"--out = {out}: cannot create {out.parent}"), Lock(out):
+        remove_stale(out.parent, out.name)
+        for folder in (out, staging):
+            if folder is not None:
+                remove_stale(folder, recursive=True)
+        existed = out.exists()
+        before = set(os.listdir(out)) if existed else set()
+        try:
+            yield
+        except BaseException as e:
+            if isinstance(e, ConfigError) or not (resumable and resumable()):
+                _rollback(out, existed, before)
+            raise
+
+
+def _rollback(out: Path, existed: bool, before: set[str]) -> None:
+    """Remove what this process created inside `out`, and `out` itself if it made it and it is left
+    empty; what was there before stays."""
+    if not out.is_dir():
+        return
+    for name in set(os.listdir(out)) - before:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()

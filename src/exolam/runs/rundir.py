@@ -22,7 +22,7 @@ from pathlib import Path
 from exolam.errors import ConfigError
 from exolam.runs.files import atomic_write, read_json
 from exolam.runs.launch import rank0
-from exolam.runs.outdir import Lock, remove_stale
+from exolam.runs.outdir import Lock, parent_folder, remove_stale
 
 
 class RunDir:
@@ -111,21 +111,11 @@ class RunDir:
         process: the lock `DIR/.<experiment>[.shard-K-of-N].lock` (outdir.Lock; a second process is refused
         naming the holder's PID), then the temporaries of dead writers in the folder swept. DIR is created
         if needed and removed again if it is left empty."""
-        made = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{self.path}: cannot create the run folder ({e.strerror or e}); choose another "
-                              "--out") from None
         name = self.name if self.shard is None else f"{self.name}.shard-{self.shard[0]}-of-{self.shard[1]}"
-        try:
-            with Lock(self.path.parent / name) if rank0() else contextlib.nullcontext():  # ranks > 0 record nothing
-                remove_stale(self.path, recursive=True)
-                yield self
-        finally:
-            for d in made:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+        with parent_folder(self.path, f"{self.path}: cannot create the run folder"), \
+                Lock(self.path.parent / name) if rank0() else contextlib.nullcontext():  # ranks > 0 record nothing
+            remove_stale(self.path, recursive=True)
+            yield self
 
     def discard_if_empty(self) -> None:
         """Remove the folders open() created when nothing was recorded (bad input, early failure, ^C).

@@ -144,28 +144,34 @@ def check_memory(build: Callable[[], nn.Module], batch_size: int, in_shape: tupl
     with torch.device("meta"):
         model = build()
     params = sum(p.numel() * (16 if p.requires_grad else 4) for p in model.parameters())
-    acts = [0]
+    acts = _activations(model, in_shape) if activations else 0
+    need, have = params + 8 * acts * batch_size, available_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(f"{what} needs at least {need / 2**30:.1f} GiB to train ({params / 16 / 1e6:.1f} M "
+                          f"parameter-equivalents, {acts / 1e6:.1f} M activations per sample x batch {batch_size}), "
+                          f"more than the {have / 2**30:.1f} GiB available on {device}; {fix}")
+
+
+def _activations(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Values the leaf layers of a meta-device `model` output for one sample (encode + decode); 0 where a
+    layer has no meta kernel."""
+    seen = 0
 
     def count(_m, _i, out):
-        outs = out if isinstance(out, (tuple, list)) else [out]
-        acts[0] += sum(x.numel() for x in outs if torch.is_tensor(x))
+        nonlocal seen
+        seen += sum(x.numel() for x in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(x))
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if activations and not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     try:
         with torch.device("meta"), torch.no_grad():
             o = torch.empty(1, *in_shape)
-            if activations:
-                model.decode(o, model.encode(o, o))
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError):  # a layer without meta kernels
-        acts[0] = 0
+            model.decode(o, model.encode(o, o))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return 0
     finally:
         for h in hooks:
             h.remove()
-    need, have = params + 8 * acts[0] * batch_size, available_bytes(device)
-    if have is not None and need > have:
-        raise ConfigError(f"{what} needs at least {need / 2**30:.1f} GiB to train ({params / 16 / 1e6:.1f} M "
-                          f"parameter-equivalents, {acts[0] / 1e6:.1f} M activations per sample x batch {batch_size}), "
-                          f"more than the {have / 2**30:.1f} GiB available on {device}; {fix}")
+    return seen
 
 
 def make_fabric(cfg: TrainConfig, device: str = "cpu"):

@@ -44,13 +44,7 @@ from exolam.data.windows import WindowDataset, collate
 from exolam.errors import ConfigError, check_positive_int
 from exolam.metrics.encoder import derangement, z_consistency
 from exolam.metrics.latent import probe_nmse, probe_nmse_given_o
-from exolam.metrics.pixel import (
-    codebook_usage,
-    consistency_loss,
-    evaluating,
-    probe_accuracy,
-    swap_psnr,
-)
+from exolam.metrics.pixel import (codebook_usage, consistency_loss, evaluating, probe_accuracy, swap_psnr)
 from exolam.runs.files import atomic_dir, fresh_out
 from exolam.runs.outdir import claim
 

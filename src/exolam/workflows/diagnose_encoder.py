@@ -157,7 +157,8 @@ def diagnose_encoder(spec, data_root, camera: str | None, out_dir, image_size: i
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e}); choose another --out") from None
+            raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e}); choose another "
+                              "--out") from None
         atomic_write(out / "encoder.md", markdown(result))
         atomic_write(out / "encoder.json", json.dumps(finite_json(result), indent=2) + "\n")  # last: marks completion
     return result

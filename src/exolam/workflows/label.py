@@ -77,7 +77,7 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
         raise ConfigError("--device cuda: no CUDA device is available here")
     ckpt, data, out = Path(ckpt), Path(data), Path(out)
     ckpt = checkpoint.in_run(ckpt)  # a checkpoint, or the run folder of `exolam train`
-    check_outside(out, {"--data": data, "--checkpoint": ckpt})
+    check_outside(out, {"--data": data, "--checkpoint": ckpt})  # before the checkpoint and dataset are read
     meta, inp = checkpoint_input(ckpt)
     ds = open_dataset(data)
     for key in (Z, VALID, CODE):
@@ -87,7 +87,7 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     provenance = {"checkpoint": str(ckpt.resolve()), "weights_sha256": _sha256(ckpt / "model.safetensors"),
                   "step": meta.get("step"), "data": str(data.resolve()), "camera": camera,
                   "frame_gap": inp["frame_gap"], "image_size": inp["image_size"]}
-    with claim(out, {"--data": data, "--checkpoint": ckpt}):
+    with claim(out):
         if out.exists():
             prev = out / PROVENANCE
             if prev.is_file() and _read(prev) == provenance:

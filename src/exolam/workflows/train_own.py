@@ -301,9 +301,8 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
     diverges, so a refusal leaves nothing and a rerun with another --lr starts clean."""
     cfg.validate()
     out = Path(cfg.out)
-    check_outside(out, {"--data": cfg.data})
+    check_outside(out, {"--data": cfg.data})  # before the dataset and encoder are opened
     p = plan(cfg)
-    inputs = {"--data": cfg.data, "--encoder": _encoder_path(p.encoder)}
     p.source()  # its windows exist: every episode shorter than the frame gap is refused here
     shape = (p.input["channels"], cfg.image_size, cfg.image_size)
     check_memory(p.model, cfg.batch_size // (cfg.devices if cfg.device == "cuda" else 1), shape, cfg.device,
@@ -311,7 +310,8 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
                  "lower --image-size, --batch-size or the widths (--idm-channels, --fdm-channels)",
                  activations=p.encoder is None)  # a frozen f would follow the meta input to the meta device
     spec = json.loads(json.dumps(p.spec()))
-    with claim(out, inputs, resumable=lambda: (out / "checkpoint").exists()):
+    encoder = {"--encoder": getattr(p.encoder, "path", None)}  # --data: checked above
+    with claim(out, encoder, resumable=lambda: (out / "checkpoint").exists()):
         ckpt = checkpoint.resolve(out / "checkpoint")
         other = (f"{out}: holds a run with another config (see {out / 'train.json'}); choose another --out, or "
                  "rerun with that config to resume it")
@@ -320,20 +320,13 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
             return ckpt
         out.mkdir(exist_ok=True)
         atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
-        on = f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}" \
-            if p.encoder is not None else ""
+        on = "" if p.encoder is None else \
+            f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}"
         log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
             f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
         engine.train_or_resume(cfg.train_config(), cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
                                p if cfg.devices == 1 else None)  # N processes rebuild the plan each
     return ckpt
-
-
-def _encoder_path(encoder) -> str | None:
-    """The local file or folder a frozen encoder was loaded from (its absolute spec hf:PATH[:cls],
-    timm:ARCH:PATH, ema:CKPT), else None: an input --out must not lie in."""
-    kind, _, rest = (encoder.name if encoder is not None else "").partition(":")
-    return {"hf": rest.removesuffix(":cls"), "ema": rest, "timm": rest.partition(":")[2]}.get(kind)
 
 
 def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = None) -> float:
