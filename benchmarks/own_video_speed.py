@@ -16,7 +16,7 @@ In one run, for each --sizes S (default 64 and 224):
                        thread) on one in-memory batch (the loader's first), built by `workflows.train_own.plan` as
                        `train_own` builds it; samples/s = updates/s x batch; loader/train = decoded
                        windows/s / trained samples/s: below 1 the loader starves training at that W;
-              e2e      `train_own(TrainOwnConfig(steps=--train-steps, batch_size=--batch, num_workers=W))`
+              e2e      `train_own(TrainOwnConfig(train=TrainConfig(steps=--train-steps, batch_size=--batch), num_workers=W))`
                        for W in --train-workers (default 0 1), the real command: its updates/s as the
                        finished checkpoint records it (engine.fit's loop, the first batch and worker
                        start-up included; with W=1 the decode worker and training share the 2 cores);
@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from exolam.train.engine import TrainConfig
 
 CAM = "observation.images.cam"
 TRAIN_SIZE = 64  # `exolam train`'s default --image-size
@@ -108,17 +110,18 @@ def step_rate(root: Path, out: Path, image_size: int, batch, steps: int, warmup:
     from exolam.objectives import Objective
     from exolam.workflows.train_own import TrainOwnConfig, plan
 
-    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=image_size, batch_size=len(batch)).validate()
+    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=image_size,
+                         train=TrainConfig(batch_size=len(batch))).validate()
     p = plan(cfg)
-    lam = p.model()
-    objective = Objective(p.objective, lam.d_z, p.target_dims)
-    lam.train(), objective.train()
-    params = [q for q in list(lam.parameters()) + list(objective.parameters()) if q.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
-    clip = cfg.train_config().grad_clip
+    model = p.model()
+    objective = Objective(p.objective, model.d_z, p.target_dims)
+    model.train(), objective.train()
+    params = [q for q in list(model.parameters()) + list(objective.parameters()) if q.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.train.lr, foreach=True)
+    clip = cfg.train.grad_clip
 
     def step():
-        loss, _ = objective(lam, batch)
+        loss, _ = objective(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -136,8 +139,8 @@ def e2e_rate(root: Path, out: Path, steps: int, batch: int, workers: int) -> tup
     """(updates/s recorded by the checkpoint, wall s of the whole train_own call, checkpoint) of `exolam train`."""
     from exolam.workflows.train_own import TrainOwnConfig, train_own
 
-    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=TRAIN_SIZE, steps=steps, batch_size=batch,
-                         num_workers=workers, save_every=steps, log_every=0)
+    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=TRAIN_SIZE, num_workers=workers,
+                         train=TrainConfig(steps=steps, batch_size=batch, save_every=steps, log_every=0))
     t = time.perf_counter()
     ckpt = train_own(cfg, log=lambda _: None)
     wall = time.perf_counter() - t

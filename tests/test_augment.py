@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from exolam.cli_diagnose import diagnose_command
-from exolam.cli_own import train_command
+from exolam.cli.diagnose import model_command
+from exolam.cli.own import train_command
 from exolam.data.augment import PairedAugment
 from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset
@@ -15,7 +15,7 @@ from exolam.errors import ConfigError
 from exolam.models import checkpoint
 
 IMG = "observation.image"
-TINY = "--image-size 16 --batch-size 4 --idm-channels 4 4 --fdm-channels 4 4 --precision 32 --steps 2"
+TINY = "--image-size 16 --train.batch-size 4 --idm-channels 4 4 --fdm-channels 4 4 --train.precision 32 --train.steps 2"
 
 
 @pytest.fixture(scope="module")
@@ -107,38 +107,37 @@ def test_xexo_trains_and_diagnoses_on_video_without_a_paired_view(video, tmp_pat
         train_command(f"--data {video} --out {run} {TINY} --objective lam+xexo:1 --paired-view augment".split())
 
     plain = tmp_path / "plain"
-    assert diagnose_command(["--checkpoint", str(run), "--data", str(video), "--out", str(plain)]) == 0
+    assert model_command(["--checkpoint", str(run), "--data", str(video), "--out", str(plain)]) == 0
     res = json.loads((plain / "diagnose.json").read_text())
     assert res["paired"]["measured"] is False and "--paired-view augment" in res["paired"]["reason"]
     out = tmp_path / "aug"
-    assert diagnose_command(["--checkpoint", str(run), "--data", str(video), "--out", str(out),
+    assert model_command(["--checkpoint", str(run), "--data", str(video), "--out", str(out),
                              "--paired-view", "augment:color=0.3,shift=1"]) == 0
     res = json.loads((out / "diagnose.json").read_text())
     assert res["paired_view"] == "augment:color=0.3,shift=1,switch=0.5" and res["paired"]["measured"] is True
     assert res["paired"]["identical_views"] == 0 and "swap_gap_swap" in res["paired"]
     assert "drawn by augmentation" in (out / "report.md").read_text()
     with pytest.raises(ConfigError, match="the one kind is 'augment'"):
-        diagnose_command(["--checkpoint", str(run), "--data", str(video), "--out", str(tmp_path / "bad"),
+        model_command(["--checkpoint", str(run), "--data", str(video), "--out", str(tmp_path / "bad"),
                           "--paired-view", "flip"])
     assert not (tmp_path / "bad").exists()
 
 
 def test_target_and_encoder_diagnoses_take_the_augmented_view(video, tmp_path):
-    from exolam.workflows.diagnose_encoder import diagnose_encoder_command
-    from exolam.workflows.diagnose_target import diagnose_target_command
+    from exolam.cli.diagnose import encoder_command, target_command
 
     with pytest.raises(ConfigError, match="make one with --paired-view augment"):
-        diagnose_target_command(["--target", "next-frame", "--data", str(video), "--out", str(tmp_path / "t0")])
+        target_command(["--target", "next-frame", "--data", str(video), "--out", str(tmp_path / "t0")])
     # a pure colour change (no shift, xi~ kept for the next frame) moves every pixel target
     out = tmp_path / "t"
-    assert diagnose_target_command(["--target", "next-frame", "frame-diff", "--data", str(video), "--out", str(out),
+    assert target_command(["--target", "next-frame", "frame-diff", "--data", str(video), "--out", str(out),
                                     "--paired-view", "augment:color=0.5,shift=0,switch=0"]) == 0
     res = json.loads((out / "target.json").read_text())
     assert res["data"]["alt"] == "augment:color=0.5,shift=0,switch=0"
     eta = {r["target"]: r["eta"]["relative"] for r in res["targets"]}
     assert eta["next-frame"] > 0.01 and eta["frame-diff"] > 0.01
     enc = tmp_path / "e"
-    assert diagnose_encoder_command(["--encoder", "pixels", "--data", str(video), "--out", str(enc),
+    assert encoder_command(["--encoder", "pixels", "--data", str(video), "--out", str(enc),
                                      "--paired-view", "augment:color=0.3,shift=1"]) == 0
     row = json.loads((enc / "encoder.json").read_text())["encoders"][0]
     assert row["delta_h"]["mean"] > 0 and row["env_switch_freq"] is None

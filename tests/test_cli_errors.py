@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from exolam.cli import CLI_FLAGS, COMMON, main
-from exolam.cliargs import Flag, check, config_flags
+from exolam.cli import main
+from exolam.cli.flags import Flag, check, config_flags
+from exolam.cli.reproduce import COMMON, Options
 from exolam.errors import ConfigError
 from exolam.experiments.registry import GROUPS, available, expand
 
@@ -99,7 +100,7 @@ def test_every_flag_table_is_sound():
     mods = available()
     for name, mod in mods.items():
         table = config_flags(mod.Config)
-        assert not table.keys() & CLI_FLAGS.keys(), name
+        assert not table.keys() & config_flags(Options).keys(), name
         paths = {f.path for f in table.values()}
         assert set(getattr(mod.Config, "SET_BY", {})) <= paths, name
     for group in [*GROUPS, "all"]:
@@ -110,8 +111,7 @@ def test_every_flag_table_is_sound():
 
 
 def test_a_repeatable_flag_adds_its_values_and_others_are_given_once():
-    table = {"--encoder": Flag("encoder", tuple[str, ...], config=False, repeat=True),
-             "--out": Flag("out", str, config=False)}
+    table = {"--encoder": Flag("encoder", tuple[str, ...], repeat=True), "--out": Flag("out", str)}
     given = check(["--encoder", "a", "b", "--out", "r", "--encoder=c"], table, "t", "exolam t")
     assert given["encoder"].value == ("a", "b", "c") and given["out"].value == "r"
     with pytest.raises(ConfigError, match="--out given twice"):

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("pyarrow")
 pytest.importorskip("matplotlib")
 
-from exolam.cli_diagnose import diagnose_command  # noqa: E402
+from exolam.cli.diagnose import model_command  # noqa: E402
 from exolam.data.sampling import TensorSource  # noqa: E402
 from exolam.envs.gridworld import GridWorldConfig, export_lerobot, make_dataset  # noqa: E402
 from exolam.errors import ConfigError  # noqa: E402
@@ -58,7 +58,7 @@ def test_vanilla_leaks_robust_does_not(trained, tmp_path, capsys):
     res = {}
     for name, (ckpt, data) in trained.items():
         out = tmp_path / name
-        assert diagnose_command(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]) == 0
+        assert model_command(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]) == 0
         res[name] = json.loads((out / "diagnose.json").read_text())
         report = (out / "report.md").read_text()
         assert "## Verdict" in report and res[name]["verdict"]["answer"] in report
@@ -151,7 +151,7 @@ def _one_line_error(fn, *args, **kw) -> str:
 
 def test_bad_inputs_one_line_nothing_written(noisy, tmp_path):
     out = tmp_path / "r"
-    msg = _one_line_error(diagnose_command, ["--checkpoint", str(tmp_path / "nope"), "--data", str(noisy),
+    msg = _one_line_error(model_command, ["--checkpoint", str(tmp_path / "nope"), "--data", str(noisy),
                                              "--out", str(out)])
     assert "nope" in msg and not out.exists()
     lam = LAMAdapter(lambda o, o1: o1.flatten(1), lambda o, z: z.view_as(o), frame_shape=(1, 4, 4))
@@ -159,10 +159,10 @@ def test_bad_inputs_one_line_nothing_written(noisy, tmp_path):
     assert "observation.wrist" in msg and "observation.grid" in msg and not out.exists()
     big = VQLAM(VQLAMConfig(frame=6, idm_channels=(4,), idm_hidden=8, d_z=4, fdm_channels=(4, 4, 4, 4)))
     checkpoint.write(tmp_path / "big", {"step": 0}, big)
-    msg = _one_line_error(diagnose_command, ["--checkpoint", str(tmp_path / "big"), "--data", str(noisy),
+    msg = _one_line_error(model_command, ["--checkpoint", str(tmp_path / "big"), "--data", str(noisy),
                                              "--out", str(out)])
     assert "(1, 4, 4)" in msg and "(1, 6, 6)" in msg and not out.exists()
-    msg = _one_line_error(diagnose_command, ["--data", str(noisy), "--out", str(out)])
+    msg = _one_line_error(model_command, ["--data", str(noisy), "--out", str(out)])
     assert "--checkpoint" in msg
     out.mkdir()
     (out / "report.md").write_text("old")

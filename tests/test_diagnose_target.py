@@ -13,7 +13,8 @@ from exolam.cli import main  # noqa: E402
 from exolam.envs.gridworld import GridWorldConfig, export_lerobot, make_dataset  # noqa: E402
 from exolam.errors import ConfigError  # noqa: E402
 from exolam.metrics.encoder import target_robustness  # noqa: E402
-from exolam.workflows.diagnose_target import diagnose_target, diagnose_target_command  # noqa: E402
+from exolam.cli.diagnose import target_command  # noqa: E402
+from exolam.workflows.diagnose_target import diagnose_target  # noqa: E402
 
 
 def _grid(tmp_path_factory, sigma: float, label_fraction: float = 1.0):
@@ -66,7 +67,7 @@ def test_no_exogenous_noise_every_target_is_robust(clean, tmp_path):
 def test_noisy_frames_are_not_robust_and_the_action_is(noisy, tmp_path, capsys):
     """sigma = 1: the bottom row of o' follows xi', so pixel targets move with it; the action does not."""
     out = tmp_path / "r"
-    assert diagnose_target_command(["--target", "next-frame", "action", "frame-diff", "--data", str(noisy),
+    assert target_command(["--target", "next-frame", "action", "frame-diff", "--data", str(noisy),
                                     "--out", str(out), "--max-windows", "64"]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("1. action: relative eta 0,") and "target.md" in printed

@@ -15,7 +15,8 @@ from exolam.errors import ConfigError
 from exolam.models import checkpoint
 from exolam.models.encoders import Encoder, load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig
-from exolam.workflows.diagnose_encoder import diagnose_encoder, diagnose_encoder_command
+from exolam.cli.diagnose import encoder_command
+from exolam.workflows.diagnose_encoder import diagnose_encoder
 
 TINY_EMA = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4,
                          encoder="ema")
@@ -264,7 +265,7 @@ def test_diagnose_ranks_pixels_above_constant(paired, tmp_path, capsys):
     with pytest.raises(ConfigError) as e:  # never replaced silently
         diagnose_encoder("pixels", paired, None, tmp_path / "r", max_frames=4)
     _one_line(e, "exists")
-    rc = diagnose_encoder_command(["--encoder", "pixels", "--encoder", "efficientnet-lite0:pooled", "--data",
+    rc = encoder_command(["--encoder", "pixels", "--encoder", "efficientnet-lite0:pooled", "--data",
                                    str(paired), "--max-frames", "6", "--image-size", "32", "--out",
                                    str(tmp_path / "cli")])
     assert rc == 0 and "relative delta_h" in capsys.readouterr().out
@@ -285,7 +286,7 @@ def test_diagnose_needs_paired_views(tmp_path):
     base = ["--encoder", "pixels", "--data", str(data)]
     for argv in (base[2:] + ["--out", "x"], base + ["--out", "o", "--bogus", "1"], base + ["--out", "o", "--out", "p"]):
         with pytest.raises(ConfigError):
-            diagnose_encoder_command(argv)
+            encoder_command(argv)
 
 
 def test_diagnose_target_flow_on_control(paired, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from codec_noise import assert_decoded_close, assert_same_episodes, record_writes
 from test_data_lerobot import smooth, write_v21
 
-from exolam.cli_import import import_command
+from exolam.cli.own import import_command
 from exolam.data import importers, importers_base, importers_sources
 from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import write_dataset
@@ -298,7 +298,7 @@ def bad_inputs(tmp_path: Path) -> dict:
         "value": (["mp4", t / "empty", "--fps"], "--fps needs a value"),
         "int": (["mp4", t / "empty", "--fps", "x"], "--fps = 'x' must be an integer"),
         "other kind": (["mp4", t / "empty", "--layout", "laom"], "--layout does not apply to mp4"),
-        "no out": (["mp4", t / "empty"], "--out DST is required"),
+        "no out": (["mp4", t / "empty"], "--out is required"),
         "no src": (["mp4", "--out", t / "o"], "SRC is missing"),
         "odd size": (["mp4", t / "empty", "--image-size", "15"], "image_size = 15 must be even"),
         "missing src": (["mp4", t / "nowhere"], "nowhere: missing"),

@@ -1,4 +1,4 @@
-"""`exolam train` / `exolam label` on own LeRobot video (workflows/train_own.py, workflows/label.py, cli_own.py)."""
+"""`exolam train` / `exolam label` on own LeRobot video (workflows/train_own.py, workflows/label.py, cli/own.py)."""
 
 import dataclasses
 import hashlib
@@ -11,19 +11,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from exolam.cli_own import label_command, train_command
+from exolam.cli.own import label_command, train_command
 from exolam.data.lerobot import open_dataset
 from exolam.data.lerobot_write import write_dataset
 from exolam.data.windows import WindowDataset
 from exolam.errors import ConfigError
 from exolam.models import checkpoint
+from exolam.train.engine import TrainConfig
 from exolam.workflows.label import label_dataset
 from exolam.workflows.train_own import TrainOwnConfig, train_own
 from exolam.train import engine
 
 IMG = "observation.image"
-TINY = "--image-size 32 --batch-size 8 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --log-every 1"
-TINY_VQ = "--model vq --image-size 32 --batch-size 8 --idm-channels 4 --fdm-channels 4 4 4 4 --d-z 4 --precision 32"
+TINY = "--image-size 32 --train.batch-size 8 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 --train.log-every 1"
+TINY_VQ = "--model vq --image-size 32 --train.batch-size 8 --idm-channels 4 --fdm-channels 4 4 4 4 --d-z 4 --train.precision 32"
 
 
 def tiny(data, out, extra=""):
@@ -70,7 +71,7 @@ def free(data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert train_command(tiny(data, out, "--steps 4 --save-every 2 --frame-gap 2")) == 0
+    assert train_command(tiny(data, out, "--train.steps 4 --train.save-every 2 --frame-gap 2")) == 0
     return out
 
 
@@ -90,7 +91,7 @@ def test_train_writes_checkpoint_metrics_and_resolved_config(run, data):
 
 
 def test_resume_is_uninterrupted(data, free, tmp_path, monkeypatch):
-    args = "--steps 4 --save-every 2 --objective lam+xexo:0.5+robust-action:1 --label-fraction 0.5"
+    args = "--train.steps 4 --train.save-every 2 --objective lam+xexo:0.5+robust-action:1 --label-fraction 0.5"
     assert train_command(tiny(data, tmp_path / "a", args)) == 0
     save = engine.save
 
@@ -112,7 +113,7 @@ def test_resume_is_uninterrupted(data, free, tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert train_command(tiny(data, tmp_path / "b", args)) == 0  # finished: found, not retrained
     with pytest.raises(ConfigError, match="another config"):
-        train_command(tiny(data, tmp_path / "b", "--steps 4 --save-every 2"))
+        train_command(tiny(data, tmp_path / "b", "--train.steps 4 --train.save-every 2"))
 
 
 # ------------------------------------------------------------------------------------------------ label
@@ -154,7 +155,7 @@ def test_label_aligns_z_with_frames_and_keeps_the_dataset(run, data, tmp_path):
 
 
 def test_vq_labels_carry_codes(free, tmp_path):
-    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --steps 2 {TINY_VQ}".split()) == 0
+    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --train.steps 2 {TINY_VQ}".split()) == 0
     out = label_dataset(tmp_path / "vq" / "checkpoint", free, tmp_path / "o", log=lambda m: None)
     ds = open_dataset(out)
     codes, valid = ds.column("latent_action_code", 0)[:, 0], ds.column("latent_action_is_valid", 0)[:, 0]
@@ -166,7 +167,7 @@ def test_vq_labels_carry_codes(free, tmp_path):
 
 def test_vq_codebook_update_loss_is_recorded(free, tmp_path):
     """--codebook-update loss reaches the model: its checkpoint rebuilds a gradient-learned codebook."""
-    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --steps 2 --codebook-update loss {TINY_VQ}".split()) == 0
+    assert train_command(f"--data {free} --out {tmp_path / 'vq'} --train.steps 2 --codebook-update loss {TINY_VQ}".split()) == 0
     lam = checkpoint.load_model(tmp_path / "vq" / "checkpoint")
     assert lam.cfg.codebook_update == "loss" and any(p.requires_grad for p in lam.vq.parameters())
 
@@ -178,14 +179,14 @@ def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     )
 
     write_v21(tmp_path / "v21")
-    assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --steps 2 {TINY}".split()) == 0
+    assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --train.steps 2 {TINY}".split()) == 0
     out = label_dataset(tmp_path / "r" / "checkpoint", tmp_path / "v21", tmp_path / "o", log=lambda m: None)
     ds = open_dataset(out)
     assert ds.version == "v2.1" and (out / "videos/chunk-000" / CAM / "episode_000001.mp4").is_file()
     assert ds.column("latent_action_is_valid", 1)[:, 0].tolist() == [True] * 3 + [False]
     (tmp_path / "v21/videos/chunk-000" / CAM / "episode_000001.mp4").unlink()
     with pytest.raises(ConfigError, match="episode_000001.mp4: missing"):
-        train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r2'} --steps 2 {TINY}".split())
+        train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r2'} --train.steps 2 {TINY}".split())
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -203,18 +204,18 @@ def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     ("--encoder hf:/nonexistent/dino", "encoder hf:/nonexistent/dino: .* not a folder holding config.json"),
     ("--encoder resnet", "'resnet' is not an encoder spec"),
     ("--encoder ema --proj-channels 8", "--proj-channels applies only with a frozen --encoder"),
-    ("--steps 0", "--steps = 0 must be a positive integer"),
+    ("--train.steps 0", "--train.steps = 0 must be a positive integer"),
     ("--label-fraction 0.5", "--label-fraction = 0.5 applies only with robust-action"),
     ("--objective lam+robust-q:1", "robust-q needs the controllable change q"),
     ("--image-size 33 --model vq", "the vq LAM needs an even size"),
     ("--d-z 0", "--d-z = 0 must be a positive integer"),
-    ("--precision 16", "--precision = '16' must be one of"),
-    ("--steps 2 --steps 3", "given twice"),
+    ("--train.precision 16", "--train.precision = '16' must be one of"),
+    ("--train.steps 2 --train.steps 3", "given twice"),
 ])
 def test_train_refuses_bad_input_in_one_line(free, tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match) as e:
-        train_command(f"--data {free} --out {tmp_path / 'r'} --steps 2 {extra}".split()
-                      if "--steps" not in extra else f"--data {free} --out {tmp_path / 'r'} {extra}".split())
+        train_command(f"--data {free} --out {tmp_path / 'r'} --train.steps 2 {extra}".split()
+                      if "--train.steps" not in extra else f"--data {free} --out {tmp_path / 'r'} {extra}".split())
     assert "\n" not in str(e.value) and not (tmp_path / "r").exists()
 
 
@@ -225,7 +226,7 @@ def test_missing_video_file_is_named(data, tmp_path):
     for f in files[1:]:
         f.unlink()
     with pytest.raises(ConfigError, match=f"{files[1]}: "):
-        train_command(tiny(root, tmp_path / "r", "--steps 2"))
+        train_command(tiny(root, tmp_path / "r", "--train.steps 2"))
 
 
 def test_label_refuses_incompatible_checkpoints(run, data, tmp_path):
@@ -242,8 +243,8 @@ def test_label_refuses_incompatible_checkpoints(run, data, tmp_path):
 
 
 def test_api_config_round_trip(free, tmp_path):
-    cfg = TrainOwnConfig(data=str(free), out=str(tmp_path / "r"), image_size=32, steps=2, batch_size=4,
-                         idm_channels=(4,), fdm_channels=(4, 4), encoder="ema", precision="32")
+    cfg = TrainOwnConfig(data=str(free), out=str(tmp_path / "r"), image_size=32, idm_channels=(4,), fdm_channels=(4, 4),
+                         encoder="ema", train=TrainConfig(steps=2, batch_size=4, precision="32"))
     ckpt = train_own(cfg, log=lambda m: None)
     lam = checkpoint.load_model(ckpt)
     assert lam.cfg.encoder == "ema" and json.loads((tmp_path / "r" / "train.json").read_text())["encoder"] == "ema"
@@ -258,7 +259,7 @@ def test_api_config_round_trip(free, tmp_path):
 
 def test_frozen_encoder_train_then_label(free, tmp_path):
     """`--encoder efficientnet-lite0`: the LAM trains on frozen ImageNet features; label rebuilds the encoder."""
-    args = "--image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --precision 32 --steps 2 --batch-size 2"
+    args = "--image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 --train.steps 2 --train.batch-size 2"
     assert train_command(f"--data {free} --out {tmp_path / 'r'} {args} --encoder efficientnet-lite0 "
                          "--proj-channels 4".split()) == 0
     ckpt = tmp_path / "r" / "checkpoint"

@@ -119,19 +119,19 @@ class Objective(nn.Module):
                 self.heads[t.target] = nn.Linear(d_z, target_dims[t.target], bias=False)
         self.target_dims = dict(target_dims or {})
 
-    def forward(self, lam, batch: Transitions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, model, batch: Transitions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts (`lam`, `xexo`, `robust-*`, `bottleneck`)."""
-        out = lam.idm(batch.o, batch.o_next)
+        out = model.idm(batch.o, batch.o_next)
         # what the FDM predicts: o' itself, or a model's own target (LapoLAM's EMA features f_EMA(I'), App. D)
-        target = lam.fdm_target(batch.o_next) if hasattr(lam, "fdm_target") else batch.o_next
-        parts = {"lam": sq_err(lam.fdm(batch.o, out.z), target), "bottleneck": out.loss}
+        target = model.fdm_target(batch.o_next) if hasattr(model, "fdm_target") else batch.o_next
+        parts = {"lam": sq_err(model.fdm(batch.o, out.z), target), "bottleneck": out.loss}
         total = parts["lam"] + out.loss
         for t in self.terms[1:]:
             if t.name == "xexo":
                 if batch.o_alt is None:
                     raise ConfigError("objective xexo needs paired views o_alt / o_next_alt in the data")
-                out_alt = lam.idm(batch.o_alt, batch.o_next_alt)
-                parts["xexo"] = sq_err(lam.fdm(batch.o, out_alt.z), target)
+                out_alt = model.idm(batch.o_alt, batch.o_next_alt)
+                parts["xexo"] = sq_err(model.fdm(batch.o, out_alt.z), target)
                 total = total + t.weight * parts["xexo"] + out_alt.loss
             else:
                 y, mask = robust_target(batch, t.target, self.target_dims.get(t.target))

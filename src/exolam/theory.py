@@ -56,10 +56,10 @@ def lam_optimum(o: torch.Tensor, o_next: torch.Tensor, d_z: int) -> tuple[Linear
     K = _moment(o_next, o) @ _pinv(_moment(o, o))
     e = o_next - o @ K.T
     evals, U = _top_eig(_moment(e, e), d_z)
-    lam = LinearLAM(o.shape[1], d_z).double()
+    model = LinearLAM(o.shape[1], d_z).double()
     with torch.no_grad():
-        lam.A.copy_(K), lam.B.copy_(U), lam.C.copy_(-U.T @ K), lam.D.copy_(U.T)
-    return lam, float(evals[d_z:].clamp_min(0).sum())
+        model.A.copy_(K), model.B.copy_(U), model.C.copy_(-U.T @ K), model.D.copy_(U.T)
+    return model, float(evals[d_z:].clamp_min(0).sum())
 
 
 def free_directions(o: torch.Tensor, o_alt: torch.Tensor | None = None, rtol: float = 1e-9) -> torch.Tensor:
@@ -76,20 +76,20 @@ def free_directions(o: torch.Tensor, o_alt: torch.Tensor | None = None, rtol: fl
     return evecs[:, evals <= rtol * evals.max().clamp_min(1e-300)]
 
 
-def canonical_gauge(lam: LinearLAM, o: torch.Tensor, o_next: torch.Tensor, free: torch.Tensor) -> LinearLAM:
+def canonical_gauge(model: LinearLAM, o: torch.Tensor, o_next: torch.Tensor, free: torch.Tensor) -> LinearLAM:
     """The same model in the canonical gauge: z -> z - Gamma N^T o, A -> A + B Gamma N^T.
 
     Gamma = E[z v^T] E[v v^T]^+ regresses z on v = N^T o (uncentred, as the model has no bias), so
     the new z is uncorrelated with every free direction and, F = -Gamma N^T being free, every
     objective term has the same value (the FDM's prediction is unchanged on the data).
     """
-    lam = lam.double()
+    model = model.double()
     o, o_next, N = o.double(), o_next.double(), free.double()
     with torch.no_grad():
-        z, v = lam.encode(o, o_next), o @ N
+        z, v = model.encode(o, o_next), o @ N
         F = _moment(z, v) @ _pinv(_moment(v, v)) @ N.T  # (d_z, d_o)
-        out = LinearLAM(o.shape[1], lam.d_z).double()
-        out.A.copy_(lam.A + lam.B @ F), out.B.copy_(lam.B), out.C.copy_(lam.C - F), out.D.copy_(lam.D)
+        out = LinearLAM(o.shape[1], model.d_z).double()
+        out.A.copy_(model.A + model.B @ F), out.B.copy_(model.B), out.C.copy_(model.C - F), out.D.copy_(model.D)
     return out
 
 
@@ -124,14 +124,14 @@ def xexo_optimum(o, o_next, o_alt, o_next_alt, d_z: int, lam_xexo: float,
     d_o = o.shape[1]
     C, D = E[:, :d_o], E[:, d_o:]
     # A o + B(C o + D o') must equal Ky o + BE(v - Kv o): the o-part of v enters through C.
-    lam = LinearLAM(d_o, d_z).double()
+    model = LinearLAM(d_o, d_z).double()
     with torch.no_grad():
-        lam.A.copy_(A), lam.B.copy_(Bm), lam.C.copy_(C), lam.D.copy_(D)
+        model.A.copy_(A), model.B.copy_(Bm), model.C.copy_(C), model.D.copy_(D)
     res = Y - (O @ A.T + (V @ E.T) @ Bm.T)
     loss = float((res.pow(2).sum(1) * w).sum() / n)
     if canonical:
-        lam = canonical_gauge(lam, o, o_next, free_directions(o, o_alt))
-    return lam, loss
+        model = canonical_gauge(model, o, o_next, free_directions(o, o_alt))
+    return model, loss
 
 
 def cca(u: torch.Tensor, u_alt: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,14 +25,23 @@ class ImportOptions:
     """Options of `exolam import` (None: the source's own value or the kind's default)."""
 
     fps: int | None = None
+    """frames per second; None: the source's own (mp4, hdf5 attributes), required for npz and hdf5 laom"""
     image_size: int | None = None
+    """frames are resized to image_size x image_size (even); None: kept as they are"""
     camera: str = "observation.image"
+    """mp4, npz, hdf5 laom: the feature key of the single camera"""
     task: str | None = None
+    """mp4, npz, hdf5: the task text of every episode; None: the source's own, else empty"""
     layout: str | None = None
+    """hdf5 only: robomimic or laom"""
     camera_keys: tuple[str, ...] | None = None
+    """hdf5 robomimic only: the obs keys to import as cameras (comma-separated allowed); None: every image key"""
     flip_vertical: bool = False
+    """flip every frame upside down (sources stored bottom-up)"""
     flip_horizontal: bool = False
+    """mirror every frame left to right"""
     codec: str = "av1"
+    """video codec of the new dataset: av1 or h264"""
 
     def validate(self, kind: str) -> "ImportOptions":
         from exolam.data.video import CODECS

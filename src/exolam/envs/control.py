@@ -70,12 +70,18 @@ class ControlConfig:
     """Distracting cheetah-run of App. D. Defaults: the paper's (Delta_color, Delta_cam) = (0.5, 0.05)."""
 
     domain: str = "cheetah"
+    """dm_control domain"""
     task: str = "run"
+    """dm_control task"""
     image_size: int = 64
+    """rendered frames are image_size x image_size"""
     camera_id: int = 0
+    """dm_control camera rendered"""
     mode: str = "drift"  # "drift" (App. D) | "discrete" (n_xi configurations, p_switch)
     delta_color: float = 0.5
+    """Delta_color: how far colours may drift from the originals (App. D; 0: no colour noise)"""
     delta_cam: float = 0.05
+    """Delta_cam: how far the camera may drift and roll (App. D; 0: no camera noise)"""
     color_step: float = 0.03  # colour walk std per step, in units of delta_color (DCS step_std = 0.03 s)
     cam_vel_std: float = 0.1  # camera velocity walk std, metres/step per unit delta_cam (DCS vel_std)
     cam_max_vel: float = 0.4  # camera speed clip, metres/step per unit delta_cam (DCS max_vel)
@@ -83,8 +89,11 @@ class ControlConfig:
     roll_max_vel: float = math.pi / 50  # rad/step per unit delta_cam (DCS max_roll_vel)
     upper_quadrant: bool = True  # DCS limit_to_upper_quadrant
     n_xi: int = 4
+    """discrete mode: number of exogenous configurations xi"""
     p_switch: float = 0.5
+    """discrete mode: probability that xi switches at a step"""
     seed: int = 0
+    """seed of the exogenous process"""
 
     def validate(self, prefix: str = "env") -> "ControlConfig":
         for name in ("domain", "task"):

@@ -74,10 +74,15 @@ class CollectConfig:
 
     env: ControlConfig = dataclasses.field(default_factory=ControlConfig)
     episodes: int = 500
+    """episodes rolled out"""
     steps: int = 1000
+    """steps per episode"""
     seed: int = 0
+    """episode e uses seed + e (its start state, exogenous process and expert noise)"""
     codec: str = "h264"
+    """video codec of the stored frames: h264 or av1"""
     paired: bool = True
+    """also render every frame under a second exogenous state (<camera>_alt, xi_alt)"""
     expert: str = ""
     """folder of an exported expert (`exolam control train-expert`); '' = the one shipped with exolam"""
     jobs: int = 1
@@ -268,9 +273,13 @@ class VideosConfig:
 
     env: ControlConfig = dataclasses.field(default_factory=ControlConfig)
     episodes: int = 8
+    """episodes, one mp4 each"""
     steps: int = 200
+    """steps per episode"""
     seed: int = 0
+    """episode e uses seed + e"""
     codec: str = "h264"
+    """video codec: h264 or av1"""
     expert: str = ""
     """folder of an exported expert; '' = the one shipped with exolam"""
 

@@ -51,12 +51,19 @@ class ExpertConfig:
     """One expert training run (SB3 hyperparameters are its defaults unless named here)."""
 
     domain: str = "cheetah"
+    """dm_control domain"""
     task: str = "run"
+    """dm_control task"""
     algo: str = "sac"
+    """sac or ppo (stable-baselines3)"""
     steps: int = 500_000
+    """environment steps"""
     seed: int = 0
+    """SB3 and environment seed"""
     save_every: int = 25_000
+    """steps between resumable SB3 checkpoints"""
     eval_episodes: int = 10
+    """episodes of the final evaluation (recorded with the exported expert)"""
     learning_starts: int = 10_000  # SAC: uniform random actions before the first update
     n_envs: int = 8  # PPO: parallel environments (DummyVecEnv, one process)
 

@@ -125,10 +125,14 @@ class GridWorldConfig:
     """Grid-world dataset of Sec. 5. sigma is the exogenous noise intensity (Fig. 5b x-axis)."""
 
     sigma: float = 0.0
+    """exogenous noise intensity: probability that a bottom-row cell flips (Fig. 5b x-axis)"""
     n_train: int = 32768
+    """training transitions"""
     n_test: int = 4096
+    """held-out transitions (probes and metrics)"""
     label_fraction: float = 0.01  # App. C Table 2: action label fraction 1 %
     seed: int = 0
+    """dataset seed"""
 
     def validate(self) -> "GridWorldConfig":
         check_range("env.sigma", self.sigma, 0.0, 1.0)

@@ -22,13 +22,14 @@ AUX = {"X-exo": "xexo", "Action-pred": "robust-action", "q-pred": "robust-q"}
 @dataclasses.dataclass
 class Config(ls.LinearSweepConfig):
     p_switches: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    """swept switching probabilities"""
     lambdas: tuple[float, ...] = (0.1, 1.0, 10.0)
     """weights lam of the auxiliary term (their meaning depends on the sum-over-dims scale)"""
     terms: tuple[str, ...] = ("xexo", "robust-action", "robust-q")
     """auxiliary objective terms compared with L_LAM (objectives.TERMS)"""
     bounds: bool = True
     """also evaluate Prop. 4.8's bound and Remark 4.3's exogenous-energy split on every model"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.p_switch": "auxiliary sweeps p_switch: use --p-switches"}
 
     def grid(self) -> list[dict]:
@@ -53,7 +54,7 @@ def quick_config() -> Config:
 
 
 def objectives(cfg: Config) -> list[str]:
-    return ["lam"] + [f"lam+{term}:{lam:g}" for term in cfg.terms for lam in cfg.lambdas]
+    return ["lam"] + [f"lam+{term}:{weight:g}" for term in cfg.terms for weight in cfg.lambdas]
 
 
 def plan(cfg: Config) -> list[tuple[str, int]]:
@@ -82,13 +83,13 @@ PROBES = ("probe_nmse", "probe_nmse_given_o")
 def _split(objective: str) -> tuple[str, float]:
     if objective == "lam":
         return "vanilla", 0.0
-    term, _, lam = objective.split("+", 1)[1].partition(":")
-    return next(k for k, v in AUX.items() if v == term), float(lam)
+    term, _, weight = objective.split("+", 1)[1].partition(":")
+    return next(k for k, v in AUX.items() if v == term), float(weight)
 
 
-def _rows(summary: dict, label: str, lam: float | None = None) -> list[dict]:
+def _rows(summary: dict, label: str, weight: float | None = None) -> list[dict]:
     rs = [r for r in summary["rows"]
-          if _split(r["objective"])[0] == label and (lam is None or _split(r["objective"])[1] == lam)]
+          if _split(r["objective"])[0] == label and (weight is None or _split(r["objective"])[1] == weight)]
     return sorted(rs, key=lambda r: r["p_switch"])
 
 
@@ -108,9 +109,9 @@ def plot(summary: dict):
                                               ("probe_nmse_given_o", "consistency_var_given_o", " given o")]):
         for i, label in enumerate(AUX):
             a = ax[4 * row + i]
-            for j, lam in enumerate(sorted({_split(r["objective"])[1] for r in _rows(summary, label)})):
-                rs = _rows(summary, label, lam)
-                errorbar_panel(a, [r["p_switch"] for r in rs], [r[f"delta_{probe}"] for r in rs], f"lam={lam:g}", f"C{j}")
+            for j, weight in enumerate(sorted({_split(r["objective"])[1] for r in _rows(summary, label)})):
+                rs = _rows(summary, label, weight)
+                errorbar_panel(a, [r["p_switch"] for r in rs], [r[f"delta_{probe}"] for r in rs], f"lam={weight:g}", f"C{j}")
             a.axhline(0, color="k", lw=0.8)
             a.set_title(f"(a) {label}: $\\Delta$ NMSE{tag}", fontsize=9)
             a.set_xlabel("$p_{switch}$")
@@ -182,15 +183,15 @@ def claims(summary: dict) -> list[dict]:
             continue
         lam_of = lambda r: _split(r["objective"])[1]  # noqa: E731
         lams = sorted({lam_of(r) for r in rs})
-        strong = [lam for lam in lams if all(_clear(r["delta_probe_nmse_given_o"]) for r in rs if lam_of(r) == lam)]
-        weak = [lam for lam in lams if lam not in strong]
+        strong = [weight for weight in lams if all(_clear(r["delta_probe_nmse_given_o"]) for r in rs if lam_of(r) == weight)]
+        weak = [weight for weight in lams if weight not in strong]
         disagree = [f"p={r['p_switch']:g}, lam={lam_of(r):g}" for r in rs
                     if _clear(r["delta_probe_nmse"]) != _clear(r["delta_probe_nmse_given_o"])]
         verdict = "; ".join(x for x in [f"holds at lam = {', '.join(f'{v:g}' for v in strong)}" if strong else "",
                                         f"weak at lam = {', '.join(f'{v:g}' for v in weak)}" if weak else ""] if x)
-        detail = "; ".join(f"lam={lam:g}: " + ", ".join(
+        detail = "; ".join(f"lam={weight:g}: " + ", ".join(
             f"p={r['p_switch']:g} {_fmt(r['delta_probe_nmse'])} / {_fmt(r['delta_probe_nmse_given_o'])}"
-            for r in rs if lam_of(r) == lam) for lam in lams)
+            for r in rs if lam_of(r) == weight) for weight in lams)
         some = any(_clear(r["delta_probe_nmse_given_o"]) for r in rs)
         out.append({
             "claim": f"{label} lowers probe NMSE vs L_LAM (Fig. 4a; solver {solver})",

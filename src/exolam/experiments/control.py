@@ -64,6 +64,7 @@ class Config:
     data: str = ""
     """an existing collection (`exolam control collect`'s OUT/dataset); '' = collect into the run folder"""
     variants: tuple[str, ...] = ("lam", "lam+xexo:1", "lam+robust-action:1", "lam+robust-flow:1", "lam@ema")
+    """LAM variants: an objective string, @ema for the jointly trained EMA encoder, @SPEC for a frozen one"""
     label_fractions: tuple[float, ...] = (0.02, 0.1, 0.5)
     """share of training episodes with action labels (decoder, BC, Action-pred); whole episodes"""
     model: LapoLAMConfig = dataclasses.field(default_factory=LapoLAMConfig)
@@ -76,12 +77,15 @@ class Config:
     eval_episodes: int = 10
     """evaluation episodes per policy and seed"""
     eval_steps: int = 1000
+    """steps per evaluation episode"""
     probe_windows: int = 8192
     """windows sampled for the probes (train) and the diagnostics (held out)"""
     frame_gap: int = 1
     """k of the LAM's windows (I_t, I_t+k); App. D does not say (cheetah runs at 100 steps/s)"""
     seeds: int = 3
+    """seeds per variant (mean +- std)"""
     device: str = "cpu"
+    """cpu or cuda"""
 
     def validate(self) -> None:
         self.env.validate()

@@ -9,7 +9,7 @@ A latent row (`method` = a variant `OBJECTIVE[@ENCODER]`, e.g. `lam+xexo:1`, `la
     2. probes   on held-out episodes: probe NMSE z -> a and NMSE(a | z, s) (s = proprio state, the
                 endogenous content of o: a probe on 12,288 pixels is not fittable from these samples),
                 z consistency across paired renders, xi'-swap PSNR (pixels only: the @ema FDM predicts
-                features), the xi-sensitivity delta_h (Eq. 13) of the representation h = lam.embed
+                features), the xi-sensitivity delta_h (Eq. 13) of the representation h = model.embed
     3. pi(z|o)  latent policy on every training frame, target z = frozen IDM(I_t, I_t+k)
     4. pi_Dec   action decoder a <- z on the labelled episodes
     5. return   pi_Dec(pi(o)) in DistractingControl under the same distractors (env's own drift)
@@ -131,13 +131,13 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
     fields = {"o": IMAGE, "a": ACTION} | ({"o_alt": ALT} if "xexo" in terms else {})
     labelled = task.labelled if "robust-action" in terms else None
     torch.manual_seed(task.seed)
-    lam = LapoLAM(dataclasses.replace(task.model, encoder=encoder, frame=task.env.image_size))
-    objective = Objective(objective_text, lam.d_z, {"action": 6, "flow": flow_dim()})
+    model = LapoLAM(dataclasses.replace(task.model, encoder=encoder, frame=task.env.image_size))
+    objective = Objective(objective_text, model.d_z, {"action": 6, "flow": flow_dim()})
     source = _source(task, fields, range(task.n_train), task.train, labelled_episodes=labelled,
                      flow="robust-flow" in terms)
-    loss = _fit(task, lam, objective, source, task.train, task.folder(root, "lam", shared=labelled is None), "lam",
+    loss = _fit(task, model, objective, source, task.train, task.folder(root, "lam", shared=labelled is None), "lam",
                 hooks=[ema_hook] if encoder == "ema" else ())
-    return lam.eval(), loss
+    return model.eval(), loss
 
 
 def _windows(task: ControlTask, episodes, n: int, seed: int):
@@ -149,26 +149,26 @@ def _windows(task: ControlTask, episodes, n: int, seed: int):
 
 
 @torch.no_grad()
-def diagnose(lam: LapoLAM, task: ControlTask) -> dict:
+def diagnose(model: LapoLAM, task: ControlTask) -> dict:
     """Step 2 of the module doc, on held-out episodes (probes fitted on training windows)."""
-    dev = next(lam.parameters()).device
+    dev = next(model.parameters()).device
     train = _windows(task, range(task.n_train), task.probe_windows, task.seed).to(dev)
     test = _windows(task, range(task.n_train, task.n_episodes), task.probe_windows, task.seed + 1).to(dev)
-    z_tr, z_te = (torch.cat([lam.encode(b.o[i:i + 256], b.o_next[i:i + 256]) for i in range(0, len(b), 256)])
+    z_tr, z_te = (torch.cat([model.encode(b.o[i:i + 256], b.o_next[i:i + 256]) for i in range(0, len(b), 256)])
                   for b in (train, test))
     row = {"probe_nmse": probe_nmse(z_tr, train.a, z_te, test.a),
            "probe_nmse_given_s": probe_nmse_given_o(z_tr, train.s.double(), train.a, z_te, test.s.double(), test.a)}
-    cons = z_consistency(lam, test)
+    cons = z_consistency(model, test)
     row["consistency_rel"], row["consistency_mse"] = cons["relative"], cons["mse"]
-    sens = xi_sensitivity(lam.embed, test.o, test.o_alt)
+    sens = xi_sensitivity(model.embed, test.o, test.o_alt)
     row["delta_h_rel"], row["delta_h_mean"] = sens["relative"], sens["mean"]
-    if lam.cfg.encoder == "pixels":
-        sw = swap_psnr(lam, test)
+    if model.cfg.encoder == "pixels":
+        sw = swap_psnr(model, test)
         row["psnr_recon"], row["gap_swap"] = sw["recon"], sw["gap_swap"]
     else:
         row["psnr_recon"] = row["gap_swap"] = math.nan
-    pred = torch.cat([lam.decode(test.o[i:i + 256], z_te[i:i + 256]) for i in range(0, len(test), 256)])
-    row["loss_lam_test"] = float(sq_err(pred, lam.fdm_target(test.o_next)))
+    pred = torch.cat([model.decode(test.o[i:i + 256], z_te[i:i + 256]) for i in range(0, len(test), 256)])
+    row["loss_lam_test"] = float(sq_err(pred, model.fdm_target(test.o_next)))
     return row
 
 
@@ -178,16 +178,16 @@ def _returns(task: ControlTask, act) -> float:
 
 
 def run_latent(task: ControlTask, root: Path) -> dict:
-    lam, loss_train = train_lam(task, root)
-    row = {**diagnose(lam, task), "loss_train": loss_train}
+    model, loss_train = train_lam(task, root)
+    row = {**diagnose(model, task), "loss_train": loss_train}
     torch.manual_seed(task.seed)
-    pi = ConvPolicy(dataclasses.replace(task.policy, frame=task.env.image_size, out_dim=lam.d_z))
-    _fit(task, pi, LatentPolicyObjective(lam), _source(task, {"o": IMAGE}, range(task.n_train), task.policy_train),
+    pi = ConvPolicy(dataclasses.replace(task.policy, frame=task.env.image_size, out_dim=model.d_z))
+    _fit(task, pi, LatentPolicyObjective(model), _source(task, {"o": IMAGE}, range(task.n_train), task.policy_train),
          task.policy_train, task.folder(root, "policy", shared="robust-action" not in task.method), "policy")
     torch.manual_seed(task.seed)
-    dec = ActionDecoder(dataclasses.replace(task.decoder, d_z=lam.d_z))
+    dec = ActionDecoder(dataclasses.replace(task.decoder, d_z=model.d_z))
     labelled = task.labelled
-    _fit(task, dec, DecoderObjective(lam), _source(task, {"o": IMAGE, "a": ACTION}, labelled, task.decoder_train,
+    _fit(task, dec, DecoderObjective(model), _source(task, {"o": IMAGE, "a": ACTION}, labelled, task.decoder_train,
                                                    labelled_episodes=labelled),
          task.decoder_train, task.folder(root, "decoder"), "decoder")
     row["return"] = _returns(task, latent_action_policy(pi.eval(), dec.eval()))

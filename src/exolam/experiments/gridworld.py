@@ -40,7 +40,7 @@ class Config(VQSweepConfig):
     """noise intensities sigma of the bottom row (Fig. 5b x-axis)"""
     objectives: tuple[str, ...] = ("lam", "lam+xexo:1", "lam+robust-action:1")
     """vanilla, X-exo (lam_X-exo = 1) and Action-pred (lam_act = 1), App. C Table 2"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.sigma": "gridworld sweeps sigma: use --sigmas",
         "env.seed": "the dataset seed is the run seed: use --seeds"}
 

@@ -25,7 +25,7 @@ class Config(ls.LinearSweepConfig):
     """swept switching probabilities"""
     with_optimum: bool = True
     """also evaluate the closed-form global optimum of L_LAM per cell (Prop. 4.2 check)"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.p_switch": "leakage sweeps p_switch: use --p-switches"}
 
     def grid(self) -> list[dict]:

@@ -151,7 +151,7 @@ def make_cells(cfg: LinearSweepConfig, grid: list[dict]) -> list[Cell]:
     return cells
 
 
-def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None, heads=None,
+def evaluate(model: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None, heads=None,
              bounds: bool = False) -> dict[str, float]:
     """Both probes (train -> test split), the variance metrics and their gauge-free companions,
     held-out L_LAM; with `bounds` also Prop. 4.8 and Remark 4.3 (`bound_metrics`).
@@ -159,14 +159,14 @@ def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None, heads=
     `splits` = (train, test) Transitions already rendered from `env` (rendered here if None);
     `heads` = {"action" | "q": W} the model's trained L_xi-robust heads, if any.
     """
-    lam = lam.double()
-    enc = lambda o, on: lam.encode(o.double(), on.double())  # noqa: E731
+    model = model.double()
+    enc = lambda o, on: model.encode(o.double(), on.double())  # noqa: E731
     with torch.no_grad():
         tr, te = splits or (env.transitions("train"), env.transitions("test"))
         z_tr, z_te = enc(tr.o, tr.o_next), enc(te.o, te.o_next)
         if not (torch.isfinite(z_tr).all() and torch.isfinite(z_te).all()):
             raise ConfigError("the model's latent actions hold NaN or inf: training diverged; lower --train.lr")
-        loss = (lam.decode(te.o.double(), z_te) - te.o_next.double()).pow(2).sum(1).mean()
+        loss = (model.decode(te.o.double(), z_te) - te.o_next.double()).pow(2).sum(1).mean()
         out = {"probe_nmse": probe_nmse(z_tr, tr.a, z_te, te.a),
                "probe_nmse_given_o": probe_nmse_given_o(z_tr, tr.o, tr.a, z_te, te.o, te.a),
                "loss_lam_test": float(loss)}
@@ -176,11 +176,11 @@ def evaluate(lam: LinearLAM, env: LinearExBMDP, n_eval: int, splits=None, heads=
         pairs = env.views_over_xi_pairs("test", n_eval)
         out["consistency_var"], out["consistency_var_given_o"] = consistency_var(enc, *pairs), consistency_var(enc_r, *pairs)
         if bounds:
-            out.update(bound_metrics(lam, env, tr, te, z_tr, enc_r, heads or {}))
+            out.update(bound_metrics(model, env, tr, te, z_tr, enc_r, heads or {}))
     return out
 
 
-def bound_metrics(lam: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transitions, z_tr: torch.Tensor,
+def bound_metrics(model: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transitions, z_tr: torch.Tensor,
                   enc_r, heads: dict) -> dict[str, float]:
     """Prop. 4.8 (Eq. 20) and Remark 4.3 (Eq. 12-14) measured on one model, held-out split.
 
@@ -196,7 +196,7 @@ def bound_metrics(lam: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transi
     sl = env.split("test")
     xi_alt = env.xi_alt[sl]
     d = lambda x: x.double()  # noqa: E731
-    z, z_alt = lam.encode(d(te.o), d(te.o_next)), lam.encode(d(te.o_alt), d(te.o_next_alt))
+    z, z_alt = model.encode(d(te.o), d(te.o_next)), model.encode(d(te.o_alt), d(te.o_next_alt))
     if "q" in heads:
         W, y, y_alt = d(heads["q"]), d(te.q), d(env.render(te.a, xi_alt))
     elif "action" in heads:
@@ -213,7 +213,7 @@ def bound_metrics(lam: LinearLAM, env: LinearExBMDP, tr: Transitions, te: Transi
         delta_h = torch.stack([(h[i] - h[j]).pow(2).sum(-1) for i in range(len(h)) for j in range(i)]).amax(0)
         return exo_energy(h[xi, rows], h[xi_next, rows], xi_next != xi, delta_h)
 
-    e, ez = split(h), split(h @ lam.D.detach().T)
+    e, ez = split(h), split(h @ model.D.detach().T)
     energy_r = enc_r(te.o, te.o_next).pow(2).sum(-1).mean()
     out.update({"exo_energy": e["energy"], "exo_switch_freq": e["switch_freq"], "exo_sensitivity": e["sensitivity"],
                 "exo_bound": e["bound"], "exo_energy_z": ez["energy"], "exo_sensitivity_z": ez["sensitivity"],
@@ -299,12 +299,12 @@ def _group_rows(group: list[Cell], group_envs: list[LinearExBMDP], cfg: LinearSw
         splits = (e.transitions("train"), e.transitions("test"))  # rendered once per cell
         heads = {}
         if cfg.solver == "closed-form":
-            lam, loss = _closed_form(c, splits[0], cfg.train.d_z)
+            model, loss = _closed_form(c, splits[0], cfg.train.d_z)
         else:
-            lam, loss = params.select(m), train_loss[m]
+            model, loss = params.select(m), train_loss[m]
             heads = {t: W[m] for t, W in (("action", params.W_a), ("q", params.W_q)) if f"robust-{t}" in c.family}
         row = {"config": c.config, "seed": c.seed, **dict(c.extra), "objective": c.objective,
-               "solver": cfg.solver, **evaluate(lam, e, cfg.eval_samples, splits, heads, cfg.bounds),
+               "solver": cfg.solver, **evaluate(model, e, cfg.eval_samples, splits, heads, cfg.bounds),
                "loss_train": loss}
         if cfg.with_optimum and c.objective == "lam":  # Prop. 4.2 check
             opt, loss_opt = lam_optimum(splits[0].o, splits[0].o_next, cfg.train.d_z)

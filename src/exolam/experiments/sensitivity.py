@@ -23,7 +23,7 @@ class Config(ls.LinearSweepConfig):
     """swept xi-sensitivities alpha"""
     p_switches: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     """one curve per switching probability"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.p_switch": "sensitivity sweeps p_switch: use --p-switches",
         "env.alpha": "sensitivity sweeps alpha: use --alphas"}
 

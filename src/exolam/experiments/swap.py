@@ -47,7 +47,7 @@ BARS = [("psnr_recon", "Recon. vs o'"), ("psnr_aug_recon", "Aug. Recon. vs o~'")
 class Config(gridworld.Config):
     reuse_gridworld: bool = True
     """evaluate checkpoints of <out>/gridworld with the same spec instead of retraining"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {**gridworld.Config.SET_BY, "env.sigma": "swap sweeps sigma: use --sigmas"}
 
 

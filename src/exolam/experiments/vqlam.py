@@ -66,6 +66,7 @@ class VQSweepConfig:
     seeds: int = 3
     """seeds per config (the paper: mean +- std over 3)"""
     device: str = "cpu"
+    """cpu or cuda"""
 
     def validate(self) -> None:
         check_set_by(self)
@@ -127,11 +128,11 @@ def fields_read(objective: Objective) -> tuple[str, ...]:
         (("q",) if "robust-q" in names else ())
 
 
-def _encode_chunks(lam: VQLAM, o: torch.Tensor, o_next: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    return torch.cat([lam.encode(o[i:i + chunk], o_next[i:i + chunk]) for i in range(0, len(o), chunk)])
+def _encode_chunks(model: VQLAM, o: torch.Tensor, o_next: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    return torch.cat([model.encode(o[i:i + chunk], o_next[i:i + chunk]) for i in range(0, len(o), chunk)])
 
 
-def evaluate(lam: VQLAM, train: Transitions, test: Transitions, sigma: float) -> dict[str, float]:
+def evaluate(model: VQLAM, train: Transitions, test: Transitions, sigma: float) -> dict[str, float]:
     """All grid-world metrics of one model, in fp32 on the held-out split (docs/design.md metrics table).
 
     consistency_* / code_flip_rate: E||z - z~||^2 after / before VQ and the code-flip rate (Fig. 5b);
@@ -140,24 +141,24 @@ def evaluate(lam: VQLAM, train: Transitions, test: Transitions, sigma: float) ->
     on the train split, scored on the test split; code_perplexity / codes_used on the test split;
     psnr_* / gap_*: the xi'-swap test of Sec. 4.2 (Fig. 2b); loss_lam_test: L_LAM (Eq. 5) on test.
     """
-    cons = consistency_loss(lam, test)
-    exo = exo_region_mse(lam, test, EXO_REGION.to(test.o.device), noise_floor(sigma))
-    sw = swap_psnr(lam, test)
+    cons = consistency_loss(model, test)
+    exo = exo_region_mse(model, test, EXO_REGION.to(test.o.device), noise_floor(sigma))
+    sw = swap_psnr(model, test)
     row = {"consistency_post": cons["post"], "consistency_pre": cons["pre"], "code_flip_rate": cons["flip_rate"],
            "exo_mse": exo["raw"], "exo_mse_norm": exo["normalized"],
-           "control_mse": region_mse(lam, test, CONTROL_REGION.to(test.o.device))}
-    lam.eval()
+           "control_mse": region_mse(model, test, CONTROL_REGION.to(test.o.device))}
+    model.eval()
     with torch.no_grad():
-        out = lam.idm(test.o, test.o_next)
-        row["probe_acc"] = probe_accuracy(_encode_chunks(lam, train.o, train.o_next), train.a, out.z, test.a,
+        out = model.idm(test.o, test.o_next)
+        row["probe_acc"] = probe_accuracy(_encode_chunks(model, train.o, train.o_next), train.a, out.z, test.a,
                                           N_ACTIONS)
-        usage = codebook_usage(out.codes.cpu(), lam.cfg.codebook_size)
+        usage = codebook_usage(out.codes.cpu(), model.cfg.codebook_size)
         row["code_perplexity"], row["codes_used"] = usage["perplexity"], usage["used"]
         for k in ("recon", "aug_recon", "swap_vs_o_next", "swap_vs_o_next_alt"):
             row[f"psnr_{k}"] = sw[k]
         for k in ("gap_swap", "gap_aug", "gap_swap_alt"):
             row[k] = sw[k]
-        row["loss_lam_test"] = float(sq_err(lam.fdm(test.o, out.z).float(), test.o_next))
+        row["loss_lam_test"] = float(sq_err(model.fdm(test.o, out.z).float(), test.o_next))
     return row
 
 
@@ -190,12 +191,12 @@ def _spec_key(spec: dict) -> str:
 
 def train_job(fabric, job: Job, device: str, ckpt: Path) -> tuple[VQLAM, float]:
     """Train (or resume) one job through the engine; the trained model and its tail training loss."""
-    lam, objective = build(job)
+    model, objective = build(job)
     data, _ = make_dataset(job.env)
     source = TensorSource(data, job.seed, job.train.steps, job.train.batch_size, fields_read(objective), fabric.device)
-    result = engine.fit(fabric, lam, objective, source, job.train, spec=job.spec(device), ckpt=ckpt,
+    result = engine.fit(fabric, model, objective, source, job.train, spec=job.spec(device), ckpt=ckpt,
                         metrics=ckpt.parent.parent / "logs" / f"{job.name}.jsonl", desc=job.name)
-    return lam, result.loss_train
+    return model, result.loss_train
 
 
 def _train_job_ddp(fabric, job: Job, device: str, ckpt: Path) -> None:
@@ -216,18 +217,18 @@ def run_job(job: Job, device: str, ckpt_root: str, reuse_from: str | None = None
         src = Path(reuse_from) if reuse_from else ckpt
         meta = finished(src)  # a finished checkpoint (reused, or this job's own) is evaluated, not retrained
         if meta is not None:
-            lam, loss_train = checkpoint.load_model(src), meta["loss_train"]
+            model, loss_train = checkpoint.load_model(src), meta["loss_train"]
         else:
             one = job.train.devices == 1
             fit_one = train_job if one else _train_job_ddp
             out = engine.train_or_resume(job.train, device, ckpt, job.spec(device), fit_one, job, device, ckpt)
             if out is None:  # N processes trained it; rank 0 wrote the finished checkpoint
-                lam, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
+                model, loss_train = checkpoint.load_model(ckpt), finished(ckpt)["loss_train"]
             else:
-                lam, loss_train = out
+                model, loss_train = out
         train, test = make_dataset(job.env)
-        lam = lam.float().to(device)
-        metrics = evaluate(lam, train.to(device), test.to(device), job.env.sigma)
+        model = model.float().to(device)
+        metrics = evaluate(model, train.to(device), test.to(device), job.env.sigma)
     finally:
         torch.set_num_threads(threads)
     return [{"config": job.config, "seed": job.seed, **dict(job.extra), "objective": job.objective,

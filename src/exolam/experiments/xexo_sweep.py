@@ -55,7 +55,7 @@ class Config(VQSweepConfig):
     """training budgets in updates: a short (quick) one and the full one of App. C Table 2"""
     reuse_gridworld: bool = True
     """evaluate checkpoints of <out>/gridworld with the same spec instead of retraining"""
-    # fields this experiment sets itself: refused with the hint (fields.check_set_by, cli.py)
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.sigma": "xexo-sweep sets sigma: use --sigma",
         "env.seed": "the dataset seed is the run seed: use --seeds",
         "train.steps": "xexo-sweep sets the updates per budget: use --budgets"}
@@ -65,8 +65,8 @@ class Config(VQSweepConfig):
         check_range("sigma", self.sigma, 0.0, 1.0, lo_open=True)
         if not self.lams:
             raise ConfigError("lams must list at least one lam_X-exo value")
-        for i, lam in enumerate(self.lams):
-            check_range(f"lams[{i}]", lam, 0.0, None, lo_open=True)
+        for i, lambda_xexo in enumerate(self.lams):
+            check_range(f"lams[{i}]", lambda_xexo, 0.0, None, lo_open=True)
         if not self.budgets:
             raise ConfigError("budgets must list at least one number of updates")
         for i, b in enumerate(self.budgets):
@@ -83,8 +83,8 @@ def quick_config() -> Config:
                   lams=(1.0, 8.0), budgets=(q.train.steps // 4, q.train.steps))
 
 
-def objective_of(lam: float) -> str:
-    return "lam" if lam == 0 else f"lam+xexo:{lam:g}"
+def objective_of(lambda_xexo: float) -> str:
+    return "lam" if lambda_xexo == 0 else f"lam+xexo:{lambda_xexo:g}"
 
 
 def jobs(cfg: Config) -> list[Job]:
@@ -92,11 +92,11 @@ def jobs(cfg: Config) -> list[Job]:
     out = []
     for budget in sorted(cfg.budgets):
         train = dataclasses.replace(cfg.train, steps=budget)
-        for lam in lams:
-            key = f"budget={budget}|lam_xexo={lam:g}"
+        for lambda_xexo in lams:
+            key = f"budget={budget}|lam_xexo={lambda_xexo:g}"
             for seed in range(cfg.seeds):
-                out.append(make_job(key, seed, objective_of(lam), cfg, cfg.sigma, train=train,
-                                    extra=(("budget", budget), ("lam_xexo", float(lam)), ("sigma", float(cfg.sigma)))))
+                out.append(make_job(key, seed, objective_of(lambda_xexo), cfg, cfg.sigma, train=train,
+                                    extra=(("budget", budget), ("lam_xexo", float(lambda_xexo)), ("sigma", float(cfg.sigma)))))
     return out
 
 
@@ -115,9 +115,9 @@ def summarize_rows(cfg: Config, rows: list[dict]) -> dict:
             "precision": resolve_precision(cfg.train.precision, cfg.device)}
 
 
-def leak_share(exo_mse_norm: float, lam: float) -> float:
+def leak_share(exo_mse_norm: float, lambda_xexo: float) -> float:
     """Share r of the exogenous-pixel variance z explains, corrected for the FDM's shrinkage (above)."""
-    return (1.0 - exo_mse_norm) / (1.0 - (lam / (1.0 + lam)) ** 2)
+    return (1.0 - exo_mse_norm) / (1.0 - (lambda_xexo / (1.0 + lambda_xexo)) ** 2)
 
 
 def _curve(summary: dict, budget: int, metric: str):

@@ -22,7 +22,7 @@ under two exogenous states xi, xi~ (`Transitions.o_alt`, `o_next_alt`).
   constant) has delta_h = 0 while carrying nothing. `relative` divides both out: it is unchanged
   under h -> c h, 0 when h ignores xi, ~1 when h moves as much with xi at a fixed state as between
   unrelated frames, so it is the number to compare across encoders.
-- `z_consistency(lam, batch)`  continuous z, z = encode(o, o'), z~ = encode(o~, o~'):
+- `z_consistency(model, batch)`  continuous z, z = encode(o, o'), z~ = encode(o~, o~'):
       mse       E||z - z~||^2                                    (as `pixel.consistency_loss`, Fig. 5b)
       relative  E||z - z~||^2 / E||z - mean z||^2   0: z is the same under both exogenous states;
                 ~2: z~ independent of z with the same law (E||z - z~||^2 = 2 tr Cov z); scale-free.
@@ -95,7 +95,7 @@ def xi_sensitivity(h: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, o
                    chunk: int = 256) -> dict[str, float]:
     """xi-sensitivity delta_h of Eq. (13) on paired renders: {"mean", "max", "between", "relative"}.
 
-    h maps a chunk of frames [b, C, H, W] to features [b, ...] (e.g. `lam.embed`); it runs under
+    h maps a chunk of frames [b, C, H, W] to features [b, ...] (e.g. `model.embed`); it runs under
     no_grad, in eval mode when it is an nn.Module or a bound method of one. o, o_alt [B, C, H, W]:
     o_alt[i] renders the same physics state as o[i] under another xi. See the module doc for the
     definitions and why `relative` is the one to compare across encoders.
@@ -110,7 +110,7 @@ def xi_sensitivity(h: Callable[[torch.Tensor], torch.Tensor], o: torch.Tensor, o
     return {"mean": mean, "max": float(d.max()), "between": between, "relative": _ratio(mean, between)}
 
 
-def z_consistency(lam, batch: Transitions, chunk: int = 256) -> dict[str, float]:
+def z_consistency(model, batch: Transitions, chunk: int = 256) -> dict[str, float]:
     """Consistency of a continuous z across exogenous states: {"mse", "relative"} (module doc).
 
     lam: anything with `encode(o, o_next) -> z [B, d_z]` (run under no_grad, eval mode for modules);
@@ -119,9 +119,9 @@ def z_consistency(lam, batch: Transitions, chunk: int = 256) -> dict[str, float]
     need_alt(batch, "z_consistency")
     _check_pair("z_consistency", batch.o, batch.o_alt, "o", "o_alt")
     _check_pair("z_consistency", batch.o_next, batch.o_next_alt, "o_next", "o_next_alt")
-    with evaluating(lam):
-        z = _apply(lam.encode, (batch.o, batch.o_next), chunk)
-        z_alt = _apply(lam.encode, (batch.o_alt, batch.o_next_alt), chunk)
+    with evaluating(model):
+        z = _apply(model.encode, (batch.o, batch.o_next), chunk)
+        z_alt = _apply(model.encode, (batch.o_alt, batch.o_next_alt), chunk)
     pair = target_robustness(z, z_alt)
     return {"mse": pair["mean"], "relative": pair["relative"]}
 

@@ -28,9 +28,9 @@ from exolam.objectives import sq_err
 
 
 @contextlib.contextmanager
-def evaluating(lam):
+def evaluating(model):
     """no_grad + eval mode for the duration; restores every submodule's training flag."""
-    modes = [(m, m.training) for m in lam.modules()] if isinstance(lam, torch.nn.Module) else []
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
     for m, _ in modes:
         m.train(False)
     try:
@@ -51,7 +51,7 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> float:
     return sq_err(a.float(), b.float()).item()
 
 
-def consistency_loss(lam, batch: Transitions) -> dict[str, float]:
+def consistency_loss(model, batch: Transitions) -> dict[str, float]:
     """Latent-action mismatch across exogenous states (Fig. 5b left; cf. Prop. 4.8, Eq. 20).
 
     post:      E||z - z~||^2 after quantization (the primary number)
@@ -59,9 +59,9 @@ def consistency_loss(lam, batch: Transitions) -> dict[str, float]:
     flip_rate: share of samples whose code differs between the two views (NaN without codes)
     """
     need_alt(batch, "consistency_loss")
-    with evaluating(lam):
-        out = lam.idm(batch.o, batch.o_next)
-        alt = lam.idm(batch.o_alt, batch.o_next_alt)
+    with evaluating(model):
+        out = model.idm(batch.o, batch.o_next)
+        alt = model.idm(batch.o_alt, batch.o_next_alt)
     if out.codes is None or alt.codes is None:
         flip = math.nan
     else:
@@ -69,7 +69,7 @@ def consistency_loss(lam, batch: Transitions) -> dict[str, float]:
     return {"post": _sq_dist(out.z, alt.z), "pre": _sq_dist(out.z_pre, alt.z_pre), "flip_rate": flip}
 
 
-def region_mse(lam, batch: Transitions, region: torch.Tensor) -> float:
+def region_mse(model, batch: Transitions, region: torch.Tensor) -> float:
     """Pixel MSE of FDM(o, IDM(o, o')) against o' over the pixels where `region` ([H, W] bool) is True.
 
     Mean over the selected pixels, the channels and the batch.
@@ -79,20 +79,20 @@ def region_mse(lam, batch: Transitions, region: torch.Tensor) -> float:
         raise ConfigError(f"region mask shape {tuple(region.shape)} must equal the frame shape {tuple(batch.o.shape[-2:])}")
     if not region.any():
         raise ConfigError("region mask selects no pixel")
-    with evaluating(lam):
-        pred = lam.decode(batch.o, lam.encode(batch.o, batch.o_next))
+    with evaluating(model):
+        pred = model.decode(batch.o, model.encode(batch.o, batch.o_next))
     err = (pred.float() - batch.o_next.float()).pow(2)
     return err[..., region].mean().item()
 
 
-def exo_region_mse(lam, batch: Transitions, region: torch.Tensor, noise_floor: float) -> dict[str, float]:
+def exo_region_mse(model, batch: Transitions, region: torch.Tensor, noise_floor: float) -> dict[str, float]:
     """Exogenous-region MSE (Sec. 5, Fig. 5b right): raw, and divided by the noise floor.
 
     With per-pixel noise variance `noise_floor` (sigma^2/4 in the grid world), normalized = 1.0 means
     the FDM predicts only the mean there, i.e. z carries none of xi'; below 1 means xi' leaked into z.
     NaN when noise_floor is 0 (no exogenous noise to leak).
     """
-    raw = region_mse(lam, batch, region)
+    raw = region_mse(model, batch, region)
     return {"raw": raw, "normalized": raw / noise_floor if noise_floor > 0 else math.nan}
 
 
@@ -102,8 +102,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, max_val: float = 1.0) -> floa
     return math.inf if mse == 0 else 10.0 * math.log10(max_val**2 / mse)
 
 
-def swap_psnr(lam, batch: Transitions, max_val: float = 1.0) -> dict[str, float]:
-    """The xi'-swap test of Sec. 4.2 (Fig. 2b), in dB. Needs only lam.encode / lam.decode.
+def swap_psnr(model, batch: Transitions, max_val: float = 1.0) -> dict[str, float]:
+    """The xi'-swap test of Sec. 4.2 (Fig. 2b), in dB. Needs only model.encode / model.decode.
 
     recon              PSNR(FDM(o,  z(o, o')),  o')    Recon.
     aug_recon          PSNR(FDM(o~, z(o~, o~')), o~')  Aug. Recon.
@@ -118,10 +118,10 @@ def swap_psnr(lam, batch: Transitions, max_val: float = 1.0) -> dict[str, float]
     """
     need_alt(batch, "swap_psnr")
     o, o1, oa, o1a = batch.o, batch.o_next, batch.o_alt, batch.o_next_alt
-    with evaluating(lam):
-        pred = lam.decode(o, lam.encode(o, o1))
-        pred_aug = lam.decode(oa, lam.encode(oa, o1a))
-        pred_swap = lam.decode(o, lam.encode(o, o1a))
+    with evaluating(model):
+        pred = model.decode(o, model.encode(o, o1))
+        pred_aug = model.decode(oa, model.encode(oa, o1a))
+        pred_swap = model.decode(o, model.encode(o, o1a))
     res = {
         "recon": psnr(pred, o1, max_val),
         "aug_recon": psnr(pred_aug, o1a, max_val),

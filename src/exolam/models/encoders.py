@@ -149,14 +149,14 @@ class EMAEncoder(Encoder):
         path = resolve(Path(folder).expanduser()).absolute()
         if not path.exists():
             raise ConfigError(f"encoder ema:{folder}: {path} does not exist (an exolam checkpoint folder is expected)")
-        lam = load_model(path)
-        mode = getattr(getattr(lam, "cfg", None), "encoder", None)  # LapoLAM's observation space
-        if mode != "ema" or not hasattr(lam, "f_ema"):
-            got = type(lam).__name__ + (f" with encoder {mode!r}" if mode is not None else "")
+        model = load_model(path)
+        mode = getattr(getattr(model, "cfg", None), "encoder", None)  # LapoLAM's observation space
+        if mode != "ema" or not hasattr(model, "f_ema"):
+            got = type(model).__name__ + (f" with encoder {mode!r}" if mode is not None else "")
             raise ConfigError(f"encoder ema:{folder}: {path} holds a {got}; a LapoLAM trained with encoder 'ema' "
                               "is needed")
         super().__init__(f"ema:{path}", frozen=True, fingerprint=fingerprint(path / "model.safetensors"), path=path)
-        self.f_ema, self.frame, self.in_channels = lam.f_ema, lam.cfg.frame, lam.cfg.in_channels
+        self.f_ema, self.frame, self.in_channels = model.f_ema, model.cfg.frame, model.cfg.in_channels
         self.freeze()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

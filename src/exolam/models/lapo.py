@@ -97,7 +97,7 @@ def halve(size: int, times: int) -> int:
 class LapoLAMConfig:
     """Architecture of the LAPO-style LAM of App. D; defaults fit 64x64x3 frames."""
 
-    in_channels: int = 3
+    in_channels: int = 3  # image channels (3: RGB)
     frame: int = 64  # observation height = width (pixels)
     idm_channels: tuple[int, ...] = (32, 64, 128, 128)  # psi_IDM stride-2 conv widths
     fdm_channels: tuple[int, ...] = (32, 64, 128)  # psi_FDM UNet widths, one per level (>= 2)

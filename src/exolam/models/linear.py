@@ -57,10 +57,10 @@ class LinearParams:
 
     def select(self, m: int) -> "LinearLAM":
         """Model m as a standalone `LinearLAM` (copies)."""
-        lam = LinearLAM(self.A.shape[-1], self.B.shape[-1])
+        model = LinearLAM(self.A.shape[-1], self.B.shape[-1])
         with torch.no_grad():
-            lam.A.copy_(self.A[m]), lam.B.copy_(self.B[m]), lam.C.copy_(self.C[m]), lam.D.copy_(self.D[m])
-        return lam
+            model.A.copy_(self.A[m]), model.B.copy_(self.B[m]), model.C.copy_(self.C[m]), model.D.copy_(self.D[m])
+        return model
 
     def encode(self, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
         """z = C o + D o' for every model: o, o_next (M, N, d_o) -> (M, N, d_z)."""

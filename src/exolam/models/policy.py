@@ -43,7 +43,7 @@ from exolam.objectives import Term, sq_err
 class PolicyConfig:
     """pi(z|o) (out_dim = d_z) or pi_BC(a|o) (out_dim = d_a) of App. D; defaults fit 64x64x3 frames."""
 
-    in_channels: int = 3
+    in_channels: int = 3  # image channels (3: RGB)
     frame: int = 64  # observation height = width (pixels)
     channels: tuple[int, ...] = (32, 64, 128, 128)  # stride-2 3x3 conv widths
     hidden: int = 256  # ReLU6 hidden width of the head
@@ -87,8 +87,10 @@ class DecoderConfig:
     """pi_Dec(a|z) of App. D: a 3-layer MLP from d_z to d_a."""
 
     d_z: int = 8
+    """latent action dim (the LAM's)"""
     d_a: int = 6  # cheetah
     hidden: int = 256
+    """MLP width"""
 
     def validate(self) -> "DecoderConfig":
         for name in ("d_z", "d_a", "hidden"):
@@ -115,32 +117,32 @@ class ActionDecoder(nn.Module):
 
 class _PolicyObjective(nn.Module):
     """What engine.fit/save read from an objective: `terms` (recorded as e.g. "policy:1") and
-    `target_dims`; no parameters of its own (its checkpointed state dict is empty). `lam`: the frozen
-    LAM (LatentPolicyObjective(lam), DecoderObjective(lam)), None for BC."""
+    `target_dims`; no parameters of its own (its checkpointed state dict is empty). `labeller`: the frozen
+    LAM that labels z (LatentPolicyObjective(model), DecoderObjective(model)), None for BC."""
 
     name = ""
 
-    def __init__(self, lam: nn.Module | None):
+    def __init__(self, labeller: nn.Module | None):
         super().__init__()
         self.terms = (Term(self.name, 1.0),)
         self.target_dims: dict[str, int] = {}
-        self._lam = (lam,)  # a tuple: nn.Module does not register it, so the LAM stays outside the tree
-        if lam is not None:
-            lam.eval()
+        self._labeller = (labeller,)  # a tuple: nn.Module does not register it, so the LAM stays outside the tree
+        if labeller is not None:
+            labeller.eval()
 
     @property
-    def lam(self) -> nn.Module | None:
-        return self._lam[0]
+    def labeller(self) -> nn.Module | None:
+        return self._labeller[0]
 
     @torch.no_grad()
     def latent(self, batch: Transitions) -> torch.Tensor:
         """sg z = psi_IDM(o, o') of the frozen LAM (eval mode, moved to the batch's device), fp32."""
-        lam = self.lam
-        p = next(lam.parameters(), None)
+        labeller = self.labeller
+        p = next(labeller.parameters(), None)
         if p is not None and p.device != batch.o.device:
-            lam.to(batch.o.device)
-        lam.eval()
-        return lam.encode(batch.o, batch.o_next).float()
+            labeller.to(batch.o.device)
+        labeller.eval()
+        return labeller.encode(batch.o, batch.o_next).float()
 
     @staticmethod
     def _actions(batch: Transitions) -> torch.Tensor:

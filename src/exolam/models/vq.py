@@ -52,12 +52,12 @@ from exolam.runs.files import LATE
 class VQLAMConfig:
     """Architecture of the practical LAM (App. C, Table 2); defaults are the paper's."""
 
-    in_channels: int = 1
+    in_channels: int = 1  # image channels (1: the grid world)
     frame: int = 4  # observation height = width
     idm_channels: tuple[int, ...] = (128, 128, 128)  # psi_IDM conv channels
     idm_hidden: int = 64  # psi_IDM MLP hidden dim
     d_z: int = 32  # latent action dim
-    codebook_size: int = 5  # K
+    codebook_size: int = 5  # K: codes in the codebook
     commitment: float = 0.25  # beta
     fdm_channels: tuple[int, int, int, int] = (32, 32, 32, 32)  # psi_FDM UNet conv channels
     ema_decay: float = 0.8  # codebook EMA decay (vector-quantize-pytorch default; not in the paper)

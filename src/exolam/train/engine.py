@@ -65,6 +65,7 @@ class TrainConfig:
     batch_size: int = 128
     """global batch (split across devices)"""
     lr: float = 3e-4
+    """Adam learning rate"""
     grad_clip: float = 5.0
     """max global gradient norm"""
     precision: Literal["auto", "32", "bf16-mixed"] = "auto"

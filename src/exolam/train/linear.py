@@ -28,7 +28,9 @@ class LinearTrainConfig:
     steps: int = 20_000
     """Adam steps"""
     batch_size: int = 128
+    """transitions per step"""
     lr: float = 1e-3
+    """Adam learning rate"""
 
     def validate(self, d_o: int, prefix: str = "train") -> "LinearTrainConfig":
         for name in ("d_z", "steps", "batch_size"):

@@ -16,15 +16,15 @@ Example (runnable; a hand-made LAM that is not exolam's, a plain torch module pa
     >>> from exolam.workflows.adapter import LAMAdapter
     >>> idm = nn.Sequential(nn.Flatten(), nn.Linear(2 * 16, 4))            # [o, o'] -> z
     >>> fdm = nn.Linear(16 + 4, 16)                                        # [o, z] -> o'
-    >>> lam = LAMAdapter(
+    >>> model = LAMAdapter(
     ...     encode=lambda o, o_next: idm(torch.cat([o, o_next], 1)),
     ...     decode=lambda o, z: fdm(torch.cat([o.flatten(1), z], 1)).view_as(o),
     ...     name="my-lam", modules=[idm, fdm], frame_shape=(1, 4, 4))
     >>> o = torch.rand(8, 1, 4, 4)
-    >>> lam.encode(o, o).shape, lam.decode(o, lam.encode(o, o)).shape
+    >>> model.encode(o, o).shape, model.decode(o, model.encode(o, o)).shape
     (torch.Size([8, 4]), torch.Size([8, 1, 4, 4]))
 
-then `exolam.workflows.diagnose.diagnose(lam, "path/to/lerobot_dataset", "report_dir")`.
+then `exolam.workflows.diagnose.diagnose(model, "path/to/lerobot_dataset", "report_dir")`.
 
 Options: `modules` (the nn.Modules behind the callables; registered here so that `diagnose` puts them
 in eval mode and restores them afterwards), `frame_shape` (C, H, W) the model expects (checked against

@@ -1,6 +1,6 @@
 """`exolam diagnose`: how much exogenous noise leaked into a trained LAM, measured on a LeRobot dataset.
 
-`diagnose(lam, dataset_root, out_dir)` takes ANY object with `encode(o, o_next) -> z` and
+`diagnose(model, dataset_root, out_dir)` takes ANY object with `encode(o, o_next) -> z` and
 `decode(o, z) -> o_next_hat` (an exolam checkpoint, or `workflows.adapter.LAMAdapter` around someone
 else's model) and writes `out_dir/report.md` (figures beside it) and `out_dir/diagnose.json`, all at
 once (a temporary folder renamed into place). Every section is measured only where the data allows
@@ -65,10 +65,10 @@ def resized_shape(ds: LeRobotDataset, camera: str, image_size: int | None) -> tu
     return tuple(int(d) for d in ds.features[camera]["shape"])
 
 
-def model_shape(lam) -> tuple[int, int, int] | None:
+def model_shape(model) -> tuple[int, int, int] | None:
     """(C, H, W) a LAM reads, from an adapter's `frame_shape` or its config (VQLAM, LapoLAM); else None."""
-    shape = getattr(lam, "frame_shape", None)
-    cfg = getattr(lam, "cfg", None)
+    shape = getattr(model, "frame_shape", None)
+    cfg = getattr(model, "cfg", None)
     if shape is None and hasattr(cfg, "in_channels") and hasattr(cfg, "frame"):  # VQLAM, LapoLAM (its input,
         shape = (cfg.in_channels, cfg.frame, cfg.frame)  # not obs_shape: that is f's feature map for "ema")
     return None if shape is None else tuple(int(d) for d in shape)
@@ -146,22 +146,22 @@ def probe_section(z, batch, train, test, has_state: bool) -> dict:
     return out
 
 
-def paired_section(lam, batch, pixel_decode: bool) -> dict:
+def paired_section(model, batch, pixel_decode: bool) -> dict:
     """Consistency across paired views and the xi'-swap test (Sec. 4.2; Fig. 5b left)."""
     if batch.o_alt is None:
         return _skip("the data has no paired view (a feature named `<camera>_alt`, e.g. `observation.image_alt`: the "
                      "same state rendered under another exogenous state), which users' own video lacks; "
                      "`--paired-view augment` draws one by a colour / camera augmentation")
     same = ((batch.o_alt == batch.o).flatten(1).all(1) & (batch.o_next_alt == batch.o_next).flatten(1).all(1))
-    zc = z_consistency(lam, batch)
+    zc = z_consistency(model, batch)
     if math.isnan(zc["relative"]) and zc["mse"] == 0:
         zc["relative"] = 0.0  # z constant and identical on both views: nothing moves with xi
     out = {"measured": True, "identical_views": float(same.double().mean()), "consistency_relative": zc["relative"],
            "consistency_mse": zc["mse"], "code_flip_rate": math.nan}
-    if hasattr(lam, "idm"):
-        out["code_flip_rate"] = consistency_loss(lam, batch)["flip_rate"]
+    if hasattr(model, "idm"):
+        out["code_flip_rate"] = consistency_loss(model, batch)["flip_rate"]
     if pixel_decode:
-        out.update({f"swap_{k}": v for k, v in swap_psnr(lam, batch).items()})
+        out.update({f"swap_{k}": v for k, v in swap_psnr(model, batch).items()})
     else:
         out["swap_reason"] = "decode(o, z) does not return a frame shaped like o (e.g. an FDM in feature space)"
     return out
@@ -188,9 +188,9 @@ def latent_section(z, codes, K: int | None) -> dict:
             "collapsed": pr < THRESHOLDS["collapse_perplexity"]}
 
 
-def fdm_section(lam, batch, z) -> dict:
+def fdm_section(model, batch, z) -> dict:
     """FDM error with z permuted across the batch over the error with z intact (~1: the FDM ignores z)."""
-    target = lam.fdm_target(batch.o_next) if hasattr(lam, "fdm_target") else batch.o_next
+    target = model.fdm_target(batch.o_next) if hasattr(model, "fdm_target") else batch.o_next
     if len(z) < 2:
         return _skip("needs at least two windows")
     pi = derangement(len(z))
@@ -198,24 +198,24 @@ def fdm_section(lam, batch, z) -> dict:
     if not moved.any():
         return _skip("z is the same for every window, so there is nothing for the FDM to use")
     o, t, zi, zp = batch.o[moved], target[moved], z[moved], z[pi][moved]
-    with evaluating(lam):
-        pred = _chunked(lam.decode, o, zi)
+    with evaluating(model):
+        pred = _chunked(model.decode, o, zi)
         if pred.shape != t.shape:
             return _skip(f"decode(o, z) returns {tuple(pred.shape[1:])}, its target is {tuple(t.shape[1:])}")
-        perm = _chunked(lam.decode, o, zp)
+        perm = _chunked(model.decode, o, zp)
     intact, permuted = float((pred - t).pow(2).mean()), float((perm - t).pow(2).mean())
     ratio = permuted / intact if intact > 0 else (math.inf if permuted > 0 else 1.0)
     return {"measured": True, "mse_intact": intact, "mse_permuted": permuted, "ratio": ratio,
             "share_z_differs": float(moved.double().mean()), "flag": ratio < THRESHOLDS["fdm_ignores_z_ratio"]}
 
 
-def next_section(lam, batch, z, o_other, m_used) -> dict:
+def next_section(model, batch, z, o_other, m_used) -> dict:
     """E||z(o, o_{t+m}) - z(o, o_{t+k})||^2 / E||z - mean z||^2 (~0: z does not read o')."""
     changed = (o_other != batch.o_next).flatten(1).any(1)
     if not changed.any():
         return _skip("o_{t+m} equals o' in every window (static video?)")
-    with evaluating(lam):
-        z_other = _chunked(lam.encode, batch.o[changed], o_other[changed])
+    with evaluating(model):
+        z_other = _chunked(model.encode, batch.o[changed], o_other[changed])
     spread = float((z - z.mean(0)).pow(2).sum(1).mean())
     move = float((z_other - z[changed]).pow(2).sum(1).mean())
     rel = move / spread if spread > 0 else (0.0 if move == 0 else math.inf)
@@ -238,12 +238,12 @@ def exo_masks(ds: LeRobotDataset, camera: str, batch) -> tuple[torch.Tensor | No
     return None, None, "the data does not say where the exogenous region is (no paired view, or it never differs)"
 
 
-def saliency_section(lam, ds, camera: str, batch, n_windows: int = 64) -> tuple[dict, dict | None]:
+def saliency_section(model, ds, camera: str, batch, n_windows: int = 64) -> tuple[dict, dict | None]:
     """|d||z|| / d o| and |d||z|| / d o'| summed over channels (Fig. 3 left); exogenous share where known."""
     b = batch.index(slice(0, n_windows))
     o, on = b.o.clone().float().requires_grad_(True), b.o_next.clone().float().requires_grad_(True)
-    with evaluating(lam), torch.enable_grad():  # z_pre: a quantized z is piecewise constant in the pixels
-        z = lam.idm(o, on).z_pre if hasattr(lam, "idm") else lam.encode(o, on)
+    with evaluating(model), torch.enable_grad():  # z_pre: a quantized z is piecewise constant in the pixels
+        z = model.idm(o, on).z_pre if hasattr(model, "idm") else model.encode(o, on)
         if z.requires_grad:
             z.float().flatten(1).norm(dim=1).sum().backward()
     if o.grad is None and on.grad is None:
@@ -298,10 +298,10 @@ def verdict(paired: dict, fdm: dict | None = None, nxt: dict | None = None) -> d
             f"r >= {T['consistency_yes']} or g >= {T['swap_yes_db']} dB)."}
 
 
-def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windows: int = 1024, frame_gap: int = 1,
+def diagnose(model, dataset_root, out_dir, camera: str | None = None, *, max_windows: int = 1024, frame_gap: int = 1,
              image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0, name: str | None = None,
              paired_view: PairedAugment | None = None, log=print) -> dict:
-    """Diagnose `lam` on the LeRobot dataset at `dataset_root`; write out_dir/{report.md, diagnose.json, *.png}.
+    """Diagnose `model` on the LeRobot dataset at `dataset_root`; write out_dir/{report.md, diagnose.json, *.png}.
 
     lam: anything with encode(o, o_next) -> z [B, d_z] and decode(o, z) (models/base.py protocol, or
     `workflows.adapter.LAMAdapter`); optional `idm` (codes, code-flip rate), `fdm_target`, `cfg` / `frame_shape`
@@ -315,7 +315,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     out = fresh_out(out_dir)
     ds = open_dataset(dataset_root)
     cam = camera_key(ds, camera)
-    have, want = resized_shape(ds, cam, image_size), model_shape(lam)
+    have, want = resized_shape(ds, cam, image_size), model_shape(model)
     if want is not None and have != want:
         raise ConfigError(f"{ds.root}: camera '{cam}' gives frames {have} (C, H, W), the LAM expects {want}: "
                           "choose the camera it was trained on (--camera) or a dataset of its image size and channels")
@@ -331,7 +331,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     wd = WindowDataset(ds, fields, frame_gap=frame_gap, image_size=image_size, paired_view=paired_view)
     with claim(out, {"--data": ds.root}):
         fresh_out(out)  # again under the lock: a process that held it may have written it meanwhile
-        results, maps = _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction,
+        results, maps = _measure(model, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction,
                                  seed, name, paired_view, log)
 
         def build(tmp: Path) -> None:  # everything into a temporary sibling, then one rename
@@ -343,7 +343,7 @@ def diagnose(lam, dataset_root, out_dir, camera: str | None = None, *, max_windo
     return results
 
 
-def _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction, seed, name,
+def _measure(model, ds, wd, cam, fields, have, frame_gap, image_size, max_windows, test_fraction, seed, name,
              paired_view, log) -> tuple[dict, dict | None]:
     """Every section of the report (module doc) and the saliency maps."""
     train, test, split = select_windows(wd, max_windows, test_fraction, seed)
@@ -351,36 +351,36 @@ def _measure(lam, ds, wd, cam, fields, have, frame_gap, image_size, max_windows,
     batch = collate([wd[i] for i in idx])
     tr, te = list(range(len(train))), list(range(len(train), len(idx)))
     log(f"[diagnose] {len(idx)} windows of {ds.root} ('{cam}', k = {frame_gap}); split {split}")
-    lam = lam.float().cpu() if isinstance(lam, torch.nn.Module) else lam
-    with evaluating(lam):
-        z = _chunked(lam.encode, batch.o, batch.o_next).flatten(1)
+    model = model.float().cpu() if isinstance(model, torch.nn.Module) else model
+    with evaluating(model):
+        z = _chunked(model.encode, batch.o, batch.o_next).flatten(1)
         codes = None
-        if hasattr(lam, "idm"):
-            outs = [lam.idm(batch.o[i:i + 256], batch.o_next[i:i + 256]) for i in range(0, len(idx), 256)]
+        if hasattr(model, "idm"):
+            outs = [model.idm(batch.o[i:i + 256], batch.o_next[i:i + 256]) for i in range(0, len(idx), 256)]
             codes = None if outs[0].codes is None else torch.cat([x.codes.reshape(-1) for x in outs])
-        probe_out = lam.decode(batch.o[:2], z[:2])
+        probe_out = model.decode(batch.o[:2], z[:2])
     if not torch.isfinite(z).all():
         raise ConfigError("the LAM's latent actions hold NaN or inf on this data (did training diverge?)")
     pixel = tuple(probe_out.shape[1:]) == tuple(batch.o.shape[1:])
-    K = getattr(getattr(lam, "cfg", None), "codebook_size", None) or getattr(lam, "codebook_size", None)
+    K = getattr(getattr(model, "cfg", None), "codebook_size", None) or getattr(model, "codebook_size", None)
     others, m_used = [], []
     for i in idx:
         ep, t = wd.window(i)
         m = 2 * frame_gap if t + 2 * frame_gap < ds.episode_lengths[ep] else 0  # m != k; 0: o' replaced by o
         m_used.append(m)
         others.append(_frame(ds, cam, ep, t + m, image_size))
-    paired = paired_section(lam, batch, pixel)
-    sal, maps = saliency_section(lam, ds, cam, batch.index(te + tr))
+    paired = paired_section(model, batch, pixel)
+    sal, maps = saliency_section(model, ds, cam, batch.index(te + tr))
     results = {
-        "lam": name or getattr(lam, "name", None) or type(lam).__name__, "data": str(ds.root), "camera": cam,
+        "lam": name or getattr(model, "name", None) or type(model).__name__, "data": str(ds.root), "camera": cam,
         "frame_gap": frame_gap, "frame_shape": list(have), "n_windows": len(idx), "split": split,
         "paired_view": paired_view.spec() if paired_view is not None else fields.get("o_alt"),
         "thresholds": THRESHOLDS,
         "probe": probe_section(z, batch, tr, te, STATE in fields.values()),
         "paired": paired,
         "latent": latent_section(z, codes, K),
-        "fdm_uses_z": fdm_section(lam, batch, z),
-        "z_uses_next": next_section(lam, batch, z, torch.stack(others), m_used),
+        "fdm_uses_z": fdm_section(model, batch, z),
+        "z_uses_next": next_section(model, batch, z, torch.stack(others), m_used),
         "saliency": sal,
     }
     results["verdict"] = verdict(paired, results["fdm_uses_z"], results["z_uses_next"])

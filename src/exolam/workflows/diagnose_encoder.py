@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exolam.cliargs import Flag, check
 from exolam.data.augment import PairedAugment
 from exolam.data.features import load_frames
 from exolam.data.fields import camera_key, lam_fields
@@ -54,14 +53,6 @@ from exolam.runs.outdir import claim
 from exolam.workflows.diagnose_report import short_num
 
 PLAIN = "lower relative delta_h = less exogenous energy reaches the LAM (Eq. 14)"
-USAGE = ("usage: exolam diagnose encoder --encoder SPEC [--encoder SPEC ...] --data D [--camera KEY] "
-         "[--image-size N] [--max-frames N] [--device cpu|cuda] [--paired-view augment[:color=C,shift=P]] --out R"
-         "\n  SPEC: " + " | ".join(SPECS))
-FLAGS = {"--encoder": Flag("encoder", tuple[str, ...], config=False, repeat=True),
-         "--data": Flag("data", str, config=False), "--out": Flag("out", str, config=False),
-         "--camera": Flag("camera", str, config=False), "--image-size": Flag("image_size", int, config=False),
-         "--max-frames": Flag("max_frames", int, config=False), "--device": Flag("device", str, config=False),
-         "--paired-view": Flag("paired_view", str, config=False)}
 
 
 def sample_frames(ds: LeRobotDataset, max_frames: int) -> list[tuple[int, int]]:
@@ -187,23 +178,3 @@ def markdown(result: dict) -> str:
               "Raw delta_h values depend on each encoder's dimension and scale; compare the relative column. "
               "A constant encoder has delta_h 0 but carries no information either (relative n/a).", ""]
     return "\n".join(lines)
-
-
-def diagnose_encoder_command(argv: list[str]) -> int:
-    """`exolam diagnose encoder ...` (USAGE); bad input raises ConfigError (the CLI prints one line, exit 2)."""
-    if not argv or "-h" in argv or "--help" in argv:
-        print(USAGE)
-        return 0 if argv else 2
-    o = {k: g.value for k, g in check(list(argv), FLAGS, "diagnose encoder", "exolam diagnose encoder").items()}
-    for need in ("encoder", "data", "out"):
-        if not o.get(need):
-            raise ConfigError(f"exolam diagnose encoder: --{need} is required (see `exolam diagnose encoder --help`)")
-    paired_view = None if "paired_view" not in o else PairedAugment.parse(o["paired_view"])
-    result = diagnose_encoder(list(o["encoder"]), o["data"], o.get("camera"), o["out"], o.get("image_size"),
-                              o.get("max_frames", 2048), o.get("device", "cpu"), paired_view=paired_view)
-    for i, name in enumerate(result["ranking"], 1):
-        r = next(r for r in result["encoders"] if r["encoder"] == name)
-        dh = r["delta_h"]
-        print(f"{i}. {name}: relative delta_h {short_num(dh['relative'])}, delta_h mean {short_num(dh['mean'])}")
-    print(f"wrote {Path(o['out']) / 'encoder.md'} ({PLAIN})")
-    return 0

@@ -44,7 +44,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from exolam.cliargs import Flag, check
 from exolam.data.augment import PairedAugment
 from exolam.data.fields import ACTION, camera_key, lam_fields
 from exolam.data.flow import DIS_MIN_SIDE, optical_flow
@@ -60,14 +59,6 @@ from exolam.workflows.diagnose_report import short_num
 
 TARGETS = ("action", "flow", "frame-diff", "next-frame")
 PLAIN = "lower relative eta = predicting y pulls z closer to consistency across exogenous states (Prop. 4.8)"
-USAGE = ("usage: exolam diagnose target --target T [T ...] --data D --out R [--camera KEY] [--image-size N] "
-         "[--frame-gap k] [--max-windows N] [--seed S] [--paired-view augment[:color=C,shift=P,switch=Q]]\n  T: "
-         + " | ".join(TARGETS))
-FLAGS = {"--target": Flag("target", tuple[str, ...], config=False), "--data": Flag("data", str, config=False),
-         "--out": Flag("out", str, config=False), "--camera": Flag("camera", str, config=False),
-         "--image-size": Flag("image_size", int, config=False), "--frame-gap": Flag("frame_gap", int, config=False),
-         "--max-windows": Flag("max_windows", int, config=False), "--seed": Flag("seed", int, config=False),
-         "--paired-view": Flag("paired_view", str, config=False)}
 
 
 def _as_features(a: torch.Tensor) -> torch.Tensor:
@@ -186,24 +177,3 @@ def markdown(result: dict) -> str:
               "state (1: nothing; n/a without `observation.state`). A good L_xi-robust target has both a low "
               "relative eta and a low NMSE.", ""]
     return "\n".join(lines)
-
-
-def diagnose_target_command(argv: list[str]) -> int:
-    """`exolam diagnose target ...` (USAGE); bad input raises ConfigError (the CLI prints one line, exit 2)."""
-    if not argv or "-h" in argv or "--help" in argv:
-        print(USAGE)
-        return 0 if argv else 2
-    given = {k: g.value for k, g in check(list(argv), FLAGS, "diagnose target", "exolam diagnose target").items()}
-    for need in ("target", "data", "out"):
-        if need not in given:
-            raise ConfigError(f"exolam diagnose target: --{need} is required ({USAGE.splitlines()[0]})")
-    result = diagnose_target(given["target"], given["data"], given["out"], given.get("camera"),
-                             image_size=given.get("image_size"), frame_gap=given.get("frame_gap", 1),
-                             max_windows=given.get("max_windows", 1024), seed=given.get("seed", 0),
-                             paired_view=None if "paired_view" not in given
-                             else PairedAugment.parse(given["paired_view"], given.get("seed", 0)))
-    for i, name in enumerate(result["ranking"], 1):
-        r = next(r for r in result["targets"] if r["target"] == name)
-        print(f"{i}. {name}: relative eta {short_num(r['eta']['relative'])}, NMSE(y from a) {short_num(r['nmse_from_a'])}")
-    print(f"wrote {Path(given['out']) / 'target.md'} ({PLAIN})")
-    return 0

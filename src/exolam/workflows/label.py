@@ -102,12 +102,12 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
 def _label(ckpt: Path, ds, out: Path, camera: str, inp: dict, provenance: dict, batch_size: int, device: str,
            log) -> None:
     ds.validate()  # every episode's rows and video headers, before any work
-    lam = checkpoint.load_model(ckpt).float().to(device)
-    enc = getattr(lam, "frozen_encoder", None)
+    model = checkpoint.load_model(ckpt).float().to(device)
+    enc = getattr(model, "frozen_encoder", None)
     on = f", frozen encoder {enc.name}" if enc is not None else ""
-    log(f"[label] {type(lam).__name__} (d_z {lam.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {ds.root} "
+    log(f"[label] {type(model).__name__} (d_z {model.d_z}, frame gap {inp['frame_gap']}{on}) on '{camera}' of {ds.root} "
         f"-> {out}")
-    z, valid, codes = latent_actions(lam, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
+    z, valid, codes = latent_actions(model, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
 
     def build(tmp: Path) -> None:
         _write_copy(ds, tmp, z, valid, codes, provenance)
@@ -124,16 +124,16 @@ def _read(path: Path) -> dict | None:
 
 
 @torch.no_grad()
-def latent_actions(lam, ds, camera: str, frame_gap: int, image_size: int, batch_size: int = 256,
+def latent_actions(model, ds, camera: str, frame_gap: int, image_size: int, batch_size: int = 256,
                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(z [N, d_z] float32, valid [N] bool, codes [N] int64 or None) for every frame of `ds`, in
     episode-major order (the dataset's global `index`); frames are read and preprocessed by the
     `WindowDataset` code the LAM was trained with."""
-    lam.eval()
-    frozen = getattr(getattr(lam, "cfg", None), "encoder", None) == "frozen"  # LapoLAM on a pretrained f
+    model.eval()
+    frozen = getattr(getattr(model, "cfg", None), "encoder", None) == "frozen"  # LapoLAM on a pretrained f
     windows = WindowDataset(ds, {"o": camera}, frame_gap=frame_gap, image_size=image_size)
     lengths = ds.episode_lengths
-    z = np.zeros((sum(lengths), lam.d_z), np.float32)
+    z = np.zeros((sum(lengths), model.d_z), np.float32)
     valid = np.zeros(sum(lengths), bool)
     codes = None
     first = 0
@@ -142,10 +142,10 @@ def latent_actions(lam, ds, camera: str, frame_gap: int, image_size: int, batch_
             m = min(batch_size, n - frame_gap - start)
             x = torch.stack(windows._values(camera, e, list(range(start, start + m + frame_gap)))).float().to(device)
             if frozen:  # f once per frame, not twice (as o and as o'): the pretrained encoder dominates the cost
-                f = lam.features(x, memo=False)
-                out = lam.idm_on_features(f[:m], f[frame_gap:frame_gap + m])
+                f = model.features(x, memo=False)
+                out = model.idm_on_features(f[:m], f[frame_gap:frame_gap + m])
             else:
-                out = lam.idm(x[:m], x[frame_gap:frame_gap + m])
+                out = model.idm(x[:m], x[frame_gap:frame_gap + m])
             rows = slice(first + start, first + start + m)
             z[rows], valid[rows] = out.z.float().cpu().numpy(), True
             if out.codes is not None:

@@ -69,25 +69,26 @@ FROZEN_ONLY = ("encoder_spec", "proj_channels", "encoder_fingerprint")  # LapoLA
 
 @dataclasses.dataclass
 class TrainOwnConfig:
-    """`exolam train`: a LAM on a LeRobot dataset's video (defaults: App. C Table 2 / App. D)."""
+    """Train (or resume) a latent action model on a LeRobot dataset's video."""
 
-    data: str = ""
-    """LeRobot dataset folder (v3.0 or v2.1)"""
-    out: str = ""
+    data: str
+    """LeRobot dataset folder (v3.0 or v2.1; read only)"""
+    out: str
     """run folder: checkpoint/, metrics.jsonl, train.json"""
     camera: str | None = None
-    """video feature to train on (default: the dataset's first)"""
+    """video feature to train on; None: the dataset's first"""
     image_size: int = 64
     """frames are resized to image_size x image_size"""
     frame_gap: int = 1
     """k: the IDM sees (o_t, o_{t+k})"""
     model: Literal["lapo", "vq"] = "lapo"
+    """lapo: the conv LAM of App. D (continuous z); vq: the VQ LAM of Sec. 5 (App. C Table 2)"""
     encoder: str | None = None
     """lapo only: pixels (default), ema, or a frozen encoder: efficientnet-lite0, hf:PATH, timm:ARCH:PATH, ema:CKPT"""
     proj_channels: int | None = None
-    """frozen --encoder only: the trained 1x1 projection of its features that the IDM/FDM read (default 64)"""
+    """frozen --encoder only: the trained 1x1 projection of its features that the IDM/FDM read; None: 64"""
     objective: str = "lam"
-    """lam[+xexo:w][+robust-action:w][+robust-flow:w]"""
+    """lam[+xexo:w][+robust-action:w][+robust-flow:w] (objectives.py)"""
     label_fraction: float = 1.0
     """robust-action only: fraction of episodes whose actions are used"""
     paired_view: str | None = None
@@ -95,35 +96,31 @@ class TrainOwnConfig:
     codebook_update: Literal["ema", "loss"] | None = None
     """vq only: the codebook follows an EMA of its inputs (default) or learns by the VQ-VAE loss"""
     d_z: int | None = None
-    """latent action dim (default: lapo 8, vq 32)"""
+    """latent action dim; None: lapo 8, vq 32"""
     idm_channels: tuple[int, ...] | None = None
-    """IDM conv widths (default: the model's)"""
+    """IDM conv widths; None: the model's"""
     fdm_channels: tuple[int, ...] | None = None
-    """FDM UNet widths (default: the model's; vq: exactly 4)"""
-    steps: int = 16_000
-    batch_size: int = 128
-    lr: float = 3e-4
+    """FDM UNet widths (vq: exactly 4); None: the model's"""
     seed: int = 0
-    devices: int = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
-    precision: Literal["auto", "32", "bf16-mixed"] = "auto"
+    """initial weights, batch order, labelled episodes and augmentations"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """where the model trains"""
     num_workers: int = 0
     """DataLoader worker processes decoding video"""
-    device: Literal["cpu", "cuda"] = "cpu"
-    save_every: int = 1000
-    log_every: int = 100
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """the engine's settings, spelled as in `exolam reproduce` (--train.steps, --train.lr, ...)"""
 
     def validate(self) -> "TrainOwnConfig":
         for name in ("data", "out"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required (a folder)")
-        for name in ("image_size", "frame_gap", "steps", "batch_size", "devices", "save_every"):
+        for name in ("image_size", "frame_gap"):
             check_positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
-        for name in ("seed", "num_workers", "log_every"):
+        for name in ("seed", "num_workers"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} = {v!r} must be an integer >= 0")
-        check_range("--lr", self.lr, 0.0, None, lo_open=True)
+        self.train.validate("--train")
         check_range("--label-fraction", self.label_fraction, 0.0, 1.0, lo_open=True)
         if self.model not in MODELS:
             raise ConfigError(f"--model = {self.model!r} must be one of {', '.join(MODELS)}")
@@ -160,13 +157,7 @@ class TrainOwnConfig:
                               "MLP, 128 * S^2 * 64 weights); use --model lapo for larger frames")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available here")
-        self.train_config()
         return self
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, precision=self.precision,
-                           devices=self.devices, strategy=self.strategy, save_every=self.save_every,
-                           log_every=self.log_every).validate("train")
 
 
 @dataclasses.dataclass
@@ -196,7 +187,7 @@ class Plan:
         wd = WindowDataset(self.ds, self.fields, frame_gap=c.frame_gap, image_size=c.image_size,
                            labelled_episodes=self.labelled, flow="robust-flow" in self.objective,
                            paired_view=self.paired_view)
-        return WindowSource(wd, c.seed, c.steps, c.batch_size, num_workers=c.num_workers, device=c.device)
+        return WindowSource(wd, c.seed, c.train.steps, c.train.batch_size, num_workers=c.num_workers, device=c.device)
 
     def spec(self) -> dict:
         """The run's identity: a checkpoint written under another spec is refused, not resumed."""
@@ -208,7 +199,7 @@ class Plan:
             data["paired_view"] = self.paired_view.spec()
         return {"kind": KIND, "input": self.input, "model": {"class": self.cfg.model, "config": model},
                 "objective": self.objective, "data": data,
-                "train": {k: v for k, v in to_jsonable(self.cfg.train_config()).items()
+                "train": {k: v for k, v in to_jsonable(self.cfg.train).items()
                           if k not in ("save_every", "log_every")}, "seed": self.cfg.seed, "device": self.cfg.device}
 
 
@@ -305,9 +296,9 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
     p = plan(cfg)
     p.source()  # its windows exist: every episode shorter than the frame gap is refused here
     shape = (p.input["channels"], cfg.image_size, cfg.image_size)
-    check_memory(p.model, cfg.batch_size // (cfg.devices if cfg.device == "cuda" else 1), shape, cfg.device,
+    check_memory(p.model, cfg.train.batch_size // (cfg.train.devices if cfg.device == "cuda" else 1), shape, cfg.device,
                  f"the {cfg.model} LAM at --image-size {cfg.image_size}",
-                 "lower --image-size, --batch-size or the widths (--idm-channels, --fdm-channels)",
+                 "lower --image-size, --train.batch-size or the widths (--idm-channels, --fdm-channels)",
                  activations=p.encoder is None)  # a frozen f would follow the meta input to the meta device
     spec = json.loads(json.dumps(p.spec()))
     encoder = {"--encoder": getattr(p.encoder, "path", None)}  # --data: checked above
@@ -315,8 +306,8 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
         ckpt = checkpoint.resolve(out / "checkpoint")
         other = (f"{out}: holds a run with another config (see {out / 'train.json'}); choose another --out, or "
                  "rerun with that config to resume it")
-        if engine.checkpoint_state(ckpt, spec, cfg.steps, other) == "finished":
-            log(f"[train] {ckpt}: already finished ({cfg.steps} updates)")
+        if engine.checkpoint_state(ckpt, spec, cfg.train.steps, other) == "finished":
+            log(f"[train] {ckpt}: already finished ({cfg.train.steps} updates)")
             return ckpt
         out.mkdir(exist_ok=True)
         atomic_write(out / "train.json", json.dumps(resolved(p), indent=2) + "\n")
@@ -324,8 +315,8 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
             f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}"
         log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
             f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
-        engine.train_or_resume(cfg.train_config(), cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
-                               p if cfg.devices == 1 else None)  # N processes rebuild the plan each
+        engine.train_or_resume(cfg.train, cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
+                               p if cfg.train.devices == 1 else None)  # N processes rebuild the plan each
     return ckpt
 
 
@@ -334,6 +325,6 @@ def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = No
     model = p.model()
     objective = Objective(p.objective, model.d_z, p.target_dims)
     hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else ()
-    result = engine.fit(fabric, model, objective, p.source(), cfg.train_config(), spec=spec, ckpt=ckpt, hooks=hooks,
-                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train", lr_flag="--lr")
+    result = engine.fit(fabric, model, objective, p.source(), cfg.train, spec=spec, ckpt=ckpt, hooks=hooks,
+                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train")
     return result.loss_train

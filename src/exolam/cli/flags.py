@@ -1,23 +1,37 @@
-"""Command-line flags, checked by us before tyro parses them.
+"""One way to declare a command: a typed config dataclass, checked by us, helped by tyro.
 
-Why not leave it to tyro: tyro reports a bad flag in a multi-line box, and it accepts inputs that
-the CLI contract refuses (docs/design.md, "Commands and files"): an empty sweep list, a flag given twice
-(the last silently wins), a field the experiment sets itself (the flag would be ignored). So the
-accepted flags are derived here from the Config dataclass, the same source tyro reads; every token
-is looked up, counted and cast, and a bad one ends in one ConfigError line that names the flag and
-the value. tyro then parses only arguments it accepts, re-spelled the way it spells them, and stays
-the parser of record and the author of `--help`.
+Every `exolam` command is a dataclass with a docstring per field (a command that reuses a config
+subclasses or nests it, so a setting has one spelling everywhere: `--train.lr`). From that one
+class come both the accepted flags (`config_flags`, read here) and the `--help` text (tyro's).
+
+Why not leave the parsing to tyro: tyro reports a bad flag in a multi-line box, and it accepts
+inputs that the CLI contract refuses (docs/design.md, "Commands and files"): an empty sweep list, a
+flag given twice (the last silently wins), a field the experiment sets itself (the flag would be
+ignored). So every token is looked up, counted and cast here, a bad one ends in one ConfigError line
+that names the flag and the value, and the config is built from the checked values (`parse`).
 
 Spellings accepted: tyro's (`--env.p-switch 0.5`, switches `--with-optimum` / `--no-with-optimum`),
-the same with underscores (`--env.p_switch`), and `--flag=value`.
+the same with underscores (`--env.p_switch`), and `--flag=value`. A field marked
+`tyro.conf.Positional` is read from the leading arguments; `tyro.conf.UseAppendAction` makes a tuple
+flag repeatable (`--encoder A --encoder B`); `T | None` reads as T (None: the documented default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import sys
+import types
 import typing
 
+import tyro
+
 from exolam.errors import ConfigError
+
+POSITIONAL = typing.get_args(tyro.conf.Positional[str])[1]
+APPEND = typing.get_args(tyro.conf.UseAppendAction[str])[1]
+FOLDERS = ("out", "data", "checkpoint")  # flags naming a folder: '' is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +41,14 @@ class Flag:
     path: str  # dotted python field path ("env.p_switch"), or an option of the CLI itself ("out")
     kind: object  # the field's annotation: int, float, str, bool, Literal[...], tuple[T, ...], tuple[T1, T2]
     negated: bool = False  # the `--no-x` spelling of a bool switch
-    config: bool = True  # False: an option of the CLI itself, never handed to tyro
     repeat: bool = False  # a tuple flag that may be given again, adding its values (`--encoder A --encoder B`)
+    positional: bool = False  # read from the leading arguments, named in upper case (SRC)
 
     @property
     def name(self) -> str:
         """tyro's spelling: hyphens for underscores, `--env.no-x` for a negated switch."""
+        if self.positional:
+            return self.path.upper()
         head, _, last = self.path.rpartition(".")
         spelled = (f"{head}." if head else "") + ("no-" if self.negated else "") + last
         return "--" + spelled.replace("_", "-")
@@ -47,14 +63,6 @@ class Given:
     raw: tuple[str, ...]  # its values as typed
     value: object
 
-    def tyro_args(self) -> list[str]:
-        """The same setting in tyro's spelling (`--x=v` keeps a value such as -1 from reading as a flag)."""
-        if self.flag.kind is bool:
-            return [self.flag.name]
-        if typing.get_origin(self.flag.kind) is tuple:
-            return [self.flag.name, *self.raw]
-        return [f"{self.flag.name}={self.raw[0]}"]
-
 
 def config_flags(cls, prefix: str = "") -> dict[str, Flag]:
     """Every flag of the Config dataclass `cls`, by tyro spelling; nested dataclasses give `--env.x`.
@@ -63,18 +71,46 @@ def config_flags(cls, prefix: str = "") -> dict[str, Flag]:
     build every experiment's table, rather than a flag passed on unchecked.
     """
     table = {}
-    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        kind, path = hints[f.name], prefix + f.name
+        kind, marks = _annotation(cls, f.name)
+        path = prefix + f.name
+        if POSITIONAL in marks:
+            continue
         if dataclasses.is_dataclass(kind):
             table.update(config_flags(kind, path + "."))
             continue
         if not _supported(kind):
-            raise TypeError(f"{cls.__name__}.{f.name}: type {kind} has no command-line check (cliargs.py)")
+            raise TypeError(f"{cls.__name__}.{f.name}: type {kind} has no command-line check (cli/flags.py)")
         for negated in (False, True) if kind is bool else (False,):
-            flag = Flag(path, kind, negated)
+            flag = Flag(path, kind, negated, repeat=APPEND in marks)
             table[flag.name] = flag
     return table
+
+
+def _annotation(cls, name: str) -> tuple[object, tuple]:
+    """The type a field's flag reads (`T | None` -> T) and its tyro markers (Positional, UseAppendAction)."""
+    return _unwrap(typing.get_type_hints(cls, include_extras=True)[name])
+
+
+def _unwrap(kind, marks: tuple = ()) -> tuple[object, tuple]:
+    if typing.get_origin(kind) is typing.Annotated:
+        return _unwrap(typing.get_args(kind)[0], marks + kind.__metadata__)
+    inner = [t for t in typing.get_args(kind) if t is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(inner) == 1:
+        return _unwrap(inner[0], marks)
+    return kind, marks
+
+
+def positionals(cls) -> list[Flag]:
+    """The fields read from the leading arguments, in order."""
+    return [Flag(f.name, kind, positional=True) for f in dataclasses.fields(cls)
+            for kind, marks in [_annotation(cls, f.name)] if POSITIONAL in marks]
+
+
+def required(cls) -> list[str]:
+    """Fields without a default (not positional): flags the command cannot run without."""
+    return [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING and POSITIONAL not in _annotation(cls, f.name)[1]]
 
 
 def _supported(kind) -> bool:
@@ -161,11 +197,55 @@ def _cast(flag: Flag, kind, raw: str):
 def apply(cfg, given: dict[str, Given]):
     """`cfg` with every config flag of `given` set (dotted paths into nested dataclasses), without tyro."""
     for g in given.values():
-        if g.flag.config:
-            cfg = _set(cfg, g.flag.path.split("."), g.value)
+        cfg = _set(cfg, g.flag.path.split("."), g.value)
     return cfg
 
 
 def _set(obj, path: list[str], value):
     head, rest = path[0], path[1:]
     return dataclasses.replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
+
+
+def parse(cls, args: list[str], prog: str, *, default=None, where: str | None = None,
+          set_by: dict[str, str] | None = None, elsewhere: dict[str, str] | None = None,
+          drop: dict[str, str] | None = None):
+    """The config of command `prog` from its arguments, or None after printing `--help` (tyro's).
+
+    Positional fields take the leading arguments, the rest go through `check`; a field without a
+    default is required. `default`: the instance whose values unset flags keep (else `cls`'s defaults).
+    """
+    if "-h" in args or "--help" in args:
+        show_help(cls, prog)
+        return None
+    args, values = list(args), {}
+    for flag in positionals(cls):
+        if not args or args[0].startswith("--"):
+            raise ConfigError(f"{prog}: {flag.name} is missing (see {prog} --help)")
+        values[flag.path] = _cast(flag, flag.kind, args.pop(0))
+    drop = drop or {}
+    table = {s: f for s, f in config_flags(cls).items() if s not in drop}
+    given = check(args, table, where or prog.removeprefix("exolam "), prog, set_by=set_by,
+                  elsewhere={**(elsewhere or {}), **drop})
+    for path, g in given.items():
+        if g.value == "" and path in FOLDERS:
+            raise ConfigError(f"{g.flag.name} = '' must name a folder")
+    for name in required(cls):
+        if name not in given:
+            raise ConfigError(f"--{name.replace('_', '-')} is required (see {prog} --help)")
+        values[name] = given.pop(name).value
+    if default is None:
+        return apply(cls(**values), given)
+    return apply(dataclasses.replace(default, **values), given)
+
+
+def show_help(cls, prog: str) -> None:
+    """tyro's help of `cls`: every flag with its field docstring, its default or "(required)"."""
+    text = io.StringIO()
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(text):
+        tyro.cli(cls, args=["--help"], prog=prog)
+    sys.stdout.write(text.getvalue())
+
+
+def project(cfg, cls):
+    """The `cls` part of a command's config (a command class that subclasses `cls` adds its own flags)."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})

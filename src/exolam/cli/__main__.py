@@ -1,0 +1,7 @@
+"""`python -m exolam.cli ...` = `exolam ...`."""
+
+import sys
+
+from exolam.cli import main
+
+sys.exit(main())
