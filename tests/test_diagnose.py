@@ -157,7 +157,7 @@ def test_bad_inputs_one_line_nothing_written(noisy, tmp_path):
     lam = LAMAdapter(lambda o, o1: o1.flatten(1), lambda o, z: z.view_as(o), frame_shape=(1, 4, 4))
     msg = _one_line_error(diagnose, lam, noisy, out, camera="observation.wrist")
     assert "observation.wrist" in msg and "observation.grid" in msg and not out.exists()
-    big = VQLAM(VQLAMConfig(frame=6, idm_channels=(4,), idm_hidden=8, d_z=4, fdm_channels=(4, 4, 4, 4)))
+    big = VQLAM(VQLAMConfig(image_size=6, idm_channels=(4,), idm_hidden=8, d_z=4, fdm_channels=(4, 4, 4, 4)))
     checkpoint.write(tmp_path / "big", {"step": 0}, big)
     msg = _one_line_error(model_command, ["--checkpoint", str(tmp_path / "big"), "--data", str(noisy),
                                              "--out", str(out)])

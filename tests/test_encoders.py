@@ -18,7 +18,7 @@ from exolam.models.lapo import LapoLAM, LapoLAMConfig
 from exolam.cli.diagnose import encoder_command
 from exolam.workflows.diagnose_encoder import diagnose_encoder
 
-TINY_EMA = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4,
+TINY_EMA = LapoLAMConfig(image_size=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4,
                          encoder="ema")
 CAM = "observation.image"
 

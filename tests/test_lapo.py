@@ -17,7 +17,7 @@ from exolam.train import engine
 
 torch.set_num_threads(1)
 
-TINY = LapoLAMConfig(frame=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4)
+TINY = LapoLAMConfig(image_size=16, idm_channels=(8, 16), fdm_channels=(8, 16), enc_channels=(8,), feat_channels=4)
 TINY_EMA = dataclasses.replace(TINY, encoder="ema")
 
 
@@ -154,7 +154,7 @@ def test_ema_hook_known_answer():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("d_z", 0), ("frame", -4), ("in_channels", 1.5), ("idm_channels", ()), ("fdm_channels", (8,)),
+    [("d_z", 0), ("image_size", -4), ("in_channels", 1.5), ("idm_channels", ()), ("fdm_channels", (8,)),
      ("fdm_channels", (8, 0)), ("enc_channels", ()), ("feat_channels", 0), ("encoder", "dino"),
      ("ema_decay", 1.5), ("ema_decay", -0.1), ("ema_decay", float("nan"))],
 )
@@ -208,7 +208,7 @@ def test_frozen_efficientnet_shapes_gradients_and_state_dict():
 def test_frozen_checkpoint_round_trip_rebuilds_the_encoder(tmp_path, monkeypatch):
     _tiny_dino(tmp_path / "dino")
     monkeypatch.chdir(tmp_path)  # a relative spec is stored absolute
-    cfg = dataclasses.replace(TINY_FROZEN, encoder_spec="hf:dino", frame=24)
+    cfg = dataclasses.replace(TINY_FROZEN, encoder_spec="hf:dino", image_size=24)
     torch.manual_seed(0)
     lam = LapoLAM(cfg).eval()
     assert lam.cfg.encoder_spec == f"hf:{tmp_path / 'dino'}" and lam.obs_shape == (16, 4, 4)

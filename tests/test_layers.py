@@ -23,7 +23,7 @@ LAYERS = [
     ["objectives"],
     ["envs"],
     ["data"],
-    ["runs", "plotting", "fields", "seeding", "errors"],
+    ["runs", "plotting", "set_by", "seeding", "errors"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 USER_COMMANDS = ("exolam.workflows", "exolam.cli.own", "exolam.cli.diagnose", "exolam.cli.control")

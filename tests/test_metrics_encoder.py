@@ -89,7 +89,7 @@ def test_chunking_does_not_change_the_result():
 def test_lapo_embed_both_encoders_and_train_flag_restored():
     o, o_alt = frames(0, 16), frames(1, 16)
     for mode in ("pixels", "ema"):
-        lam = LapoLAM(LapoLAMConfig(frame=8, idm_channels=(8,), fdm_channels=(8, 8), enc_channels=(8,),
+        lam = LapoLAM(LapoLAMConfig(image_size=8, idm_channels=(8,), fdm_channels=(8, 8), enc_channels=(8,),
                                     feat_channels=4, encoder=mode)).train()
         r = enc.xi_sensitivity(lam.embed, o, o_alt)
         assert all(math.isfinite(v) for v in r.values()) and r["relative"] > 0

@@ -84,10 +84,25 @@ def test_train_writes_checkpoint_metrics_and_resolved_config(run, data):
     assert resolved["data"] == str(Path(data).resolve())
     meta = checkpoint.read_config(run / "checkpoint")
     assert meta["step"] == 4 and meta["spec"]["input"] == {"camera": IMG, "image_size": 32, "channels": 3,
-                                                           "frame_shape": [32, 32, 3], "frame_gap": 2}
+                                                           "stored_shape": [32, 32, 3], "frame_gap": 2}
     assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     lam = checkpoint.load_model(run / "checkpoint")
-    assert lam.cfg.idm_channels == (8, 8) and lam.cfg.frame == 32
+    assert lam.cfg.idm_channels == (8, 8) and lam.cfg.image_size == 32
+
+
+def test_a_checkpoint_written_before_the_image_size_rename_loads_and_resumes(run, data, tmp_path, capsys):
+    """Model configs said `frame` before they said `image_size` (README changelog): such a checkpoint still
+    loads, and its run is found finished by the same command, not refused as another config."""
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    meta = json.loads((old / "checkpoint" / "config.json").read_text())
+    for model in (meta["model"]["config"], meta["spec"]["model"]["config"]):  # the model config, its spec copy
+        model["frame"] = model.pop("image_size")
+    meta["spec"]["input"]["frame_shape"] = meta["spec"]["input"].pop("stored_shape")  # frames as stored
+    (old / "checkpoint" / "config.json").write_text(json.dumps(meta))
+    assert checkpoint.load_model(old).cfg.image_size == 32
+    assert train_command(tiny(data, old, "--train.steps 4 --train.save-every 2 --frame-gap 2")) == 0
+    assert "already finished" in capsys.readouterr().out
 
 
 def test_resume_is_uninterrupted(data, free, tmp_path, monkeypatch):

@@ -21,10 +21,10 @@ from exolam.train import engine
 
 torch.set_num_threads(1)
 FRAME = 16
-POLICY = PolicyConfig(frame=FRAME, channels=(8, 8), hidden=32, out_dim=8)
-BC = PolicyConfig(frame=FRAME, channels=(8, 8), hidden=32, out_dim=6)
+POLICY = PolicyConfig(image_size=FRAME, channels=(8, 8), hidden=32, out_dim=8)
+BC = PolicyConfig(image_size=FRAME, channels=(8, 8), hidden=32, out_dim=6)
 DECODER = DecoderConfig(d_z=8, d_a=6, hidden=32)
-LAM = LapoLAMConfig(frame=FRAME, idm_channels=(8,), fdm_channels=(8, 8), d_z=8)
+LAM = LapoLAMConfig(image_size=FRAME, idm_channels=(8,), fdm_channels=(8, 8), d_z=8)
 
 
 def _batch(n=12, seed=0, labelled=None) -> Transitions:

@@ -81,3 +81,15 @@ def test_staged_npz_round_trip_and_a_damaged_file_is_one_line(tmp_path):
     path.write_bytes(path.read_bytes()[:40])  # truncated, as a kill outside the atomic write leaves it
     with pytest.raises(ConfigError, match="ep.npz: cannot be read .*rerun to stage it again"):
         load_npz(path, ["a"], "stage it again")
+
+
+def test_a_run_folder_recorded_before_a_key_rename_resumes(tmp_path):
+    """config.json recorded with a model config's old key (`frame`, now `image_size`) is the same run."""
+    from exolam.runs.rundir import RunDir
+
+    run = RunDir(tmp_path, "gridworld")
+    run.open({"model": {"frame": 4, "d_z": 32}, "seeds": 3})
+    run.check({"model": {"image_size": 4, "d_z": 32}, "seeds": 3})  # no ConfigError: the same run
+    assert run.config()["model"] == {"image_size": 4, "d_z": 32}
+    with pytest.raises(ConfigError, match="different config.json"):
+        run.check({"model": {"image_size": 6, "d_z": 32}, "seeds": 3})

@@ -117,7 +117,7 @@ def test_bf16_autocast_and_channels_last():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("d_z", 0), ("codebook_size", -1), ("commitment", -0.5), ("frame", 5), ("fdm_channels", (32, 32)),
+    [("d_z", 0), ("codebook_size", -1), ("commitment", -0.5), ("image_size", 5), ("fdm_channels", (32, 32)),
      ("idm_channels", ()), ("ema_decay", 1.0), ("codebook_update", "kmeans")],
 )
 def test_bad_config_raises(field, value):

@@ -30,11 +30,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import ClassVar
 
 from exolam.envs.control import ControlConfig
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments.control_jobs import (BASELINES, METRICS, ControlTask, parse_variant, run_group, shares_lam,
                                              variant_name)
+from exolam.set_by import check_set_by
 from exolam.models.lapo import LapoLAMConfig
 from exolam.models.policy import DecoderConfig, PolicyConfig
 from exolam.plotting import figure
@@ -86,8 +88,16 @@ class Config:
     """seeds per variant (mean +- std)"""
     device: str = "cpu"
     """cpu or cuda"""
+    # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
+    SET_BY: ClassVar[dict[str, str]] = {
+        "model.image_size": "the LAM reads the env's frames: use --env.image-size",
+        "policy.image_size": "the policies read the env's frames: use --env.image-size",
+        "model.encoder": "each variant sets its encoder: write it in --variants (lam@ema, lam@SPEC)",
+        "policy.out_dim": "set to d_z (latent policy) or the action dim (BC)",
+        "decoder.d_z": "set to the LAM's d_z: use --model.d-z"}
 
     def validate(self) -> None:
+        check_set_by(self)
         self.env.validate()
         for name in ("episodes", "steps", "test_episodes", "eval_episodes", "eval_steps", "probe_windows", "seeds",
                      "frame_gap"):

@@ -131,7 +131,7 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
     fields = {"o": IMAGE, "a": ACTION} | ({"o_alt": ALT} if "xexo" in terms else {})
     labelled = task.labelled if "robust-action" in terms else None
     torch.manual_seed(task.seed)
-    model = LapoLAM(dataclasses.replace(task.model, encoder=encoder, frame=task.env.image_size))
+    model = LapoLAM(dataclasses.replace(task.model, encoder=encoder, image_size=task.env.image_size))
     objective = Objective(objective_text, model.d_z, {"action": 6, "flow": flow_dim()})
     source = _source(task, fields, range(task.n_train), task.train, labelled_episodes=labelled,
                      flow="robust-flow" in terms)
@@ -181,7 +181,7 @@ def run_latent(task: ControlTask, root: Path) -> dict:
     model, loss_train = train_lam(task, root)
     row = {**diagnose(model, task), "loss_train": loss_train}
     torch.manual_seed(task.seed)
-    pi = ConvPolicy(dataclasses.replace(task.policy, frame=task.env.image_size, out_dim=model.d_z))
+    pi = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=model.d_z))
     _fit(task, pi, LatentPolicyObjective(model), _source(task, {"o": IMAGE}, range(task.n_train), task.policy_train),
          task.policy_train, task.folder(root, "policy", shared="robust-action" not in task.method), "policy")
     torch.manual_seed(task.seed)
@@ -197,7 +197,7 @@ def run_latent(task: ControlTask, root: Path) -> dict:
 def run_bc(task: ControlTask, root: Path) -> dict:
     episodes = list(range(task.n_train)) if task.method == "bc-all" else task.labelled
     torch.manual_seed(task.seed)
-    bc = ConvPolicy(dataclasses.replace(task.policy, frame=task.env.image_size, out_dim=6))
+    bc = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=6))
     loss = _fit(task, bc, BCObjective(), _source(task, {"o": IMAGE, "a": ACTION}, episodes, task.bc_train,
                                                  labelled_episodes=episodes),
                 task.bc_train, task.folder(root, "bc"), "bc")

@@ -22,7 +22,7 @@ import math
 from typing import ClassVar
 
 from exolam.errors import ConfigError, check_range
-from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
+from exolam.experiments.vqlam import GRID_FRAMES, METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.models.vq import VQLAMConfig
 from exolam.objectives import format_objective, parse_objective
 from exolam.plotting import errorbar_panel, figure
@@ -42,7 +42,7 @@ class Config(VQSweepConfig):
     """vanilla, X-exo (lam_X-exo = 1) and Action-pred (lam_act = 1), App. C Table 2"""
     # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.sigma": "gridworld sweeps sigma: use --sigmas",
-        "env.seed": "the dataset seed is the run seed: use --seeds"}
+        "env.seed": "the dataset seed is the run seed: use --seeds", **GRID_FRAMES}
 
     def validate(self) -> None:
         super().validate()

@@ -19,7 +19,7 @@ import torch
 from exolam.data.transitions import Transitions
 from exolam.envs.linear import LinearEnvConfig, LinearExBMDP, make_linear_exbmdp
 from exolam.errors import ConfigError, check_positive_int, check_range
-from exolam.fields import check_set_by
+from exolam.set_by import check_set_by
 from exolam.metrics.latent import (consistency_var, exo_energy, innovation_encoder, leakage_var, least_squares,
                                    probe_nmse, probe_nmse_given_o)
 from exolam.models.linear import LinearLAM

@@ -31,7 +31,7 @@ from exolam.data.transitions import Transitions
 from exolam.envs.gridworld import (CONTROL_REGION, EXO_REGION, N_ACTIONS, GridWorldConfig, H, W, make_dataset,
                                    noise_floor)
 from exolam.errors import ConfigError, check_positive_int
-from exolam.fields import check_set_by
+from exolam.set_by import check_set_by
 from exolam.metrics.pixel import (codebook_usage, consistency_loss, exo_region_mse, probe_accuracy, region_mse,
                                   swap_psnr)
 from exolam.models import checkpoint
@@ -53,6 +53,9 @@ METRICS = [
     "loss_lam_test", "loss_train",
 ]
 TARGET_DIMS = {"action": N_ACTIONS, "q": H * W}  # q: a 1 x H x W frame
+
+
+GRID_FRAMES = {f"model.{f}": "the grid world's frames are 4 x 4 x 1" for f in ("image_size", "in_channels")}
 
 
 @dataclasses.dataclass

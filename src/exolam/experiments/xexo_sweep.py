@@ -34,7 +34,7 @@ from typing import ClassVar
 
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.experiments import gridworld
-from exolam.experiments.vqlam import METRICS, Job, VQSweepConfig, make_job, run_jobs
+from exolam.experiments.vqlam import GRID_FRAMES, METRICS, Job, VQSweepConfig, make_job, run_jobs
 from exolam.plotting import errorbar_panel, figure
 from exolam.runs.rundir import RunDir, summarize
 from exolam.train.engine import TrainConfig, resolve_precision
@@ -58,7 +58,7 @@ class Config(VQSweepConfig):
     # fields this experiment sets itself: refused with the hint (cli/flags.py `check`)
     SET_BY: ClassVar[dict[str, str]] = {"env.sigma": "xexo-sweep sets sigma: use --sigma",
         "env.seed": "the dataset seed is the run seed: use --seeds",
-        "train.steps": "xexo-sweep sets the updates per budget: use --budgets"}
+        "train.steps": "xexo-sweep sets the updates per budget: use --budgets", **GRID_FRAMES}
 
     def validate(self) -> None:
         super().validate()

@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from exolam.errors import ConfigError
-from exolam.runs.files import from_jsonable, to_jsonable
+from exolam.runs.files import current_names, from_jsonable, to_jsonable
 
 FORMAT, VERSION = "exolam-checkpoint", 1
 
@@ -103,7 +103,7 @@ def read_config(folder: str | Path) -> dict:
     if meta.get("version") != VERSION:
         raise ConfigError(f"checkpoint {folder}/config.json: format version {meta.get('version')!r}, this exolam "
                           f"reads version {VERSION}")
-    return meta
+    return current_names(meta)
 
 
 def _tensors(path: Path, folder: Path) -> dict[str, torch.Tensor]:
@@ -238,7 +238,7 @@ OWN_LAM = "exolam-own-lam"  # the spec "kind" of `exolam train` runs (workflows/
 
 
 def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, dict | None]:
-    """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, frame_shape,
+    """(config.json, input) of a LAM checkpoint: input = {camera, image_size, channels, stored_shape,
     frame_gap}, from the spec of `exolam train`, or derived from a windows data spec (App. D runs).
     A checkpoint that records no camera (trained on a simulator's arrays) or holds no image LAM is
     refused, or with `required=False` gives input None."""
@@ -257,9 +257,9 @@ def checkpoint_input(folder: str | Path, required: bool = True) -> tuple[dict, d
         if not required:
             return meta, None
         raise ConfigError(f"checkpoint {folder}: records no camera / frame gap (not trained on LeRobot video)")
-    size = data.get("image_size") or mcfg.get("frame")
+    size = data.get("image_size") or mcfg.get("image_size")
     c = mcfg.get("in_channels")
-    return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "frame_shape": [size, size, c],
+    return meta, {"camera": data["fields"]["o"], "image_size": size, "channels": c, "stored_shape": [size, size, c],
                   "frame_gap": data.get("frame_gap", 1)}
 
 
@@ -276,7 +276,7 @@ def input_camera(ckpt: Path, inp: dict, ds, camera: str | None) -> str:
     from exolam.data.fields import camera_key, stored_shape
 
     camera = camera_key(ds, camera)
-    have, want = list(stored_shape(ds, camera)), list(inp["frame_shape"])
+    have, want = list(stored_shape(ds, camera)), list(inp["stored_shape"])
     if have != want:
         raise ConfigError(f"checkpoint {ckpt}: trained on {'x'.join(map(str, want))} (HxWxC) frames of "
                           f"'{inp['camera']}' (resized to {inp['image_size']}px), but '{camera}' of {ds.root} has "

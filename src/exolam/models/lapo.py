@@ -16,7 +16,7 @@ Three observation spaces (`encoder`):
   target of Eq. (5) is `o_next` itself (`fdm_target(o_next)` = o_next).
 - "ema": App. D's jointly trained vision encoder (after Cui et al.; LAOM and DynaMo do the same).
   f is a small conv encoder (strided 3x3 convs + GELU, a last conv + Tanh, so features lie in
-  [-1, 1]^{feat_channels x S_f x S_f} with S_f = frame halved len(enc_channels) times); f' = f_EMA
+  [-1, 1]^{feat_channels x S_f x S_f} with S_f = image_size halved len(enc_channels) times); f' = f_EMA
   is an exponential-moving-average copy of f that never receives gradients. Read literally
   ("for the next observation o' = f(I'), f is treated as stop-gradient and updated via EMA"):
   the IDM sees [f(I), sg f_EMA(I')], the FDM maps f(I) and z to a feature map in [-1, 1] (Tanh, the
@@ -98,7 +98,7 @@ class LapoLAMConfig:
     """Architecture of the LAPO-style LAM of App. D; defaults fit 64x64x3 frames."""
 
     in_channels: int = 3  # image channels (3: RGB)
-    frame: int = 64  # observation height = width (pixels)
+    image_size: int = 64  # observation height = width (pixels)
     idm_channels: tuple[int, ...] = (32, 64, 128, 128)  # psi_IDM stride-2 conv widths
     fdm_channels: tuple[int, ...] = (32, 64, 128)  # psi_FDM UNet widths, one per level (>= 2)
     d_z: int = 8  # continuous latent action dim (App. D)
@@ -111,7 +111,7 @@ class LapoLAMConfig:
     encoder_fingerprint: str = ""  # frozen only: hash of the encoder's weights (set at construction)
 
     def validate(self) -> "LapoLAMConfig":
-        for name in ("in_channels", "frame", "d_z", "feat_channels", "proj_channels"):
+        for name in ("in_channels", "image_size", "d_z", "feat_channels", "proj_channels"):
             check_positive_int(f"model.{name}", getattr(self, name))
         for name, least in (("idm_channels", 1), ("fdm_channels", 2), ("enc_channels", 1)):
             widths = getattr(self, name)
@@ -131,20 +131,20 @@ class LapoLAMConfig:
     def obs_shape(self) -> tuple[int, int, int]:
         """Shape of what the FDM predicts: the frame (pixels) or f's feature map (ema); frozen: see LapoLAM."""
         if self.encoder == "pixels":
-            return (self.in_channels, self.frame, self.frame)
+            return (self.in_channels, self.image_size, self.image_size)
         if self.encoder == "frozen":
             raise ConfigError("model.obs_shape: a frozen encoder's feature shape is known once it is loaded; "
                               "read LapoLAM.obs_shape")
-        s = halve(self.frame, len(self.enc_channels))
+        s = halve(self.image_size, len(self.enc_channels))
         return (self.feat_channels, s, s)
 
 
-def frozen_feature_shape(enc: "FrozenEncoder", frame: int, channels: int) -> tuple[int, int, int]:
-    """f's per-frame output [C', H', W'] for frame x frame x channels inputs; a vector or a failure -> ConfigError."""
+def frozen_feature_shape(enc: "FrozenEncoder", image_size: int, channels: int) -> tuple[int, int, int]:
+    """f's per-frame output [C', H', W'] for image_size x image_size x channels inputs; a vector or a failure -> ConfigError."""
     try:
-        shape = tuple(int(d) for d in enc.out_shape_for(frame, channels))
+        shape = tuple(int(d) for d in enc.out_shape_for(image_size, channels))
     except RuntimeError as e:
-        raise ConfigError(f"encoder {enc.name}: fails on {channels}-channel {frame}x{frame} frames "
+        raise ConfigError(f"encoder {enc.name}: fails on {channels}-channel {image_size}x{image_size} frames "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     if len(shape) != 3:
         raise ConfigError(f"encoder {enc.name}: gives a feature vector {list(shape)} per frame; the LAPO LAM's conv "
@@ -248,7 +248,7 @@ class LapoLAM(LAM):
                                   f"{enc.fingerprint}, trained on {cfg.encoder_fingerprint})")
             cfg = dataclasses.replace(cfg, encoder_spec=enc.name, encoder_fingerprint=enc.fingerprint)
             self._frozen = (enc.freeze(),)
-            self.feat_shape = frozen_feature_shape(enc, cfg.frame, cfg.in_channels)
+            self.feat_shape = frozen_feature_shape(enc, cfg.image_size, cfg.in_channels)
             self.proj = nn.Conv2d(self.feat_shape[0], cfg.proj_channels, 1)
             x_shape = (cfg.proj_channels, *self.feat_shape[1:])
         else:

@@ -44,13 +44,13 @@ class PolicyConfig:
     """pi(z|o) (out_dim = d_z) or pi_BC(a|o) (out_dim = d_a) of App. D; defaults fit 64x64x3 frames."""
 
     in_channels: int = 3  # image channels (3: RGB)
-    frame: int = 64  # observation height = width (pixels)
+    image_size: int = 64  # observation height = width (pixels)
     channels: tuple[int, ...] = (32, 64, 128, 128)  # stride-2 3x3 conv widths
     hidden: int = 256  # ReLU6 hidden width of the head
     out_dim: int = 8  # d_z (latent policy) or d_a (BC)
 
     def validate(self) -> "PolicyConfig":
-        for name in ("in_channels", "frame", "hidden", "out_dim"):
+        for name in ("in_channels", "image_size", "hidden", "out_dim"):
             check_positive_int(f"policy.{name}", getattr(self, name))
         if not isinstance(self.channels, (tuple, list)) or not self.channels:
             raise ConfigError(f"policy.channels = {self.channels!r} must list at least 1 conv width(s)")
@@ -70,7 +70,7 @@ class ConvPolicy(nn.Module):
             layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ReLU6()]
             c_in = c
         self.conv = nn.Sequential(*layers)
-        flat = c_in * halve(self.cfg.frame, len(self.cfg.channels)) ** 2
+        flat = c_in * halve(self.cfg.image_size, len(self.cfg.channels)) ** 2
         self.hidden = nn.Sequential(nn.Linear(flat, self.cfg.hidden), nn.ReLU6())
         self.out = nn.Linear(self.cfg.hidden, self.cfg.out_dim)
 

@@ -53,7 +53,7 @@ class VQLAMConfig:
     """Architecture of the practical LAM (App. C, Table 2); defaults are the paper's."""
 
     in_channels: int = 1  # image channels (1: the grid world)
-    frame: int = 4  # observation height = width
+    image_size: int = 4  # observation height = width
     idm_channels: tuple[int, ...] = (128, 128, 128)  # psi_IDM conv channels
     idm_hidden: int = 64  # psi_IDM MLP hidden dim
     d_z: int = 32  # latent action dim
@@ -65,10 +65,10 @@ class VQLAMConfig:
     """ema: e_j follow an EMA of their z_e (decay ema_decay); loss: learnt by the VQ-VAE codebook loss"""
 
     def validate(self) -> "VQLAMConfig":
-        for name in ("in_channels", "frame", "idm_hidden", "d_z", "codebook_size"):
+        for name in ("in_channels", "image_size", "idm_hidden", "d_z", "codebook_size"):
             check_positive_int(f"model.{name}", getattr(self, name))
-        if self.frame % 2:
-            raise ConfigError(f"model.frame = {self.frame} must be even (the UNet halves it once)")
+        if self.image_size % 2:
+            raise ConfigError(f"model.image_size = {self.image_size} must be even (the UNet halves it once)")
         if len(self.idm_channels) < 1:
             raise ConfigError("model.idm_channels must list at least one conv width")
         for i, c in enumerate(self.idm_channels):
@@ -98,7 +98,7 @@ class IDM(nn.Module):
             c_in = c
         self.conv = nn.Sequential(*layers)
         self.mlp = nn.Sequential(
-            nn.Linear(c_in * cfg.frame * cfg.frame, cfg.idm_hidden),
+            nn.Linear(c_in * cfg.image_size * cfg.image_size, cfg.idm_hidden),
             nn.ReLU(),
             nn.Linear(cfg.idm_hidden, cfg.d_z),
         )
@@ -109,12 +109,12 @@ class IDM(nn.Module):
 
 
 class UNetFDM(nn.Module):
-    """psi_FDM: UNet on o conditioned on z; frame -> frame/2 -> frame with one skip connection.
+    """psi_FDM: UNet on o conditioned on z; S -> S/2 -> S (S = image_size) with one skip connection.
 
-        e1 = conv(o ++ z)                 c0 @ frame     (z broadcast as d_z channels)
-        e2 = conv_stride2(e1)             c1 @ frame/2
-        b  = conv(FiLM_z(e2))             c2 @ frame/2   (FiLM: e2 * (1 + gamma(z)) + beta(z))
-        d  = conv(up(b) ++ e1)            c3 @ frame     (skip)
+        e1 = conv(o ++ z)                 c0 @ S         (z broadcast as d_z channels)
+        e2 = conv_stride2(e1)             c1 @ S/2
+        b  = conv(FiLM_z(e2))             c2 @ S/2       (FiLM: e2 * (1 + gamma(z)) + beta(z))
+        d  = conv(up(b) ++ e1)            c3 @ S         (skip)
         o'_hat = conv1x1(d)
     """
 

@@ -128,6 +128,20 @@ def read_json(path: Path, fix: str) -> dict:
     return data
 
 
+RENAMED = {"frame": "image_size", "frame_shape": "stored_shape"}
+"""Config keys renamed since runs were recorded (old -> new); `current_names` reads a recorded config,
+spec or checkpoint config.json in today's names, so those runs still resume and load."""
+
+
+def current_names(obj):
+    """`obj` (parsed JSON) with every key in RENAMED spelled by its new name, at any depth."""
+    if isinstance(obj, dict):
+        return {RENAMED.get(k, k): current_names(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [current_names(v) for v in obj]
+    return obj
+
+
 LATE = "late"
 """Field metadata flag of a config field added after runs were recorded: `to_jsonable` leaves it out
 while it holds its default, so the specs (resume keys) of those runs stay as they were."""

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from exolam.errors import ConfigError
-from exolam.runs.files import atomic_write, read_json
+from exolam.runs.files import atomic_write, current_names, read_json
 from exolam.runs.launch import rank0
 from exolam.runs.outdir import Lock, parent_folder, remove_stale
 
@@ -231,7 +231,7 @@ class RunDir:
                                             "(it rewrites summary.json from results.csv)")
 
     def config(self) -> dict:
-        return read_json(self.config_json, "restore it, or remove the folder and rerun")
+        return current_names(read_json(self.config_json, "restore it, or remove the folder and rerun"))
 
     def save_figure(self, fig) -> Path:
         target = self.path / f"{self.name}.png"
@@ -252,7 +252,7 @@ def same_config(recorded: dict, config: dict) -> bool:
 
 
 def _identity(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in EXECUTION}
+    out = {k: v for k, v in current_names(config).items() if k not in EXECUTION}
     if isinstance(out.get("train"), dict):
         out["train"] = {k: v for k, v in out["train"].items() if f"train.{k}" not in EXECUTION}
     return out

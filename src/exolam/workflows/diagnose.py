@@ -69,8 +69,8 @@ def model_shape(model) -> tuple[int, int, int] | None:
     """(C, H, W) a LAM reads, from an adapter's `frame_shape` or its config (VQLAM, LapoLAM); else None."""
     shape = getattr(model, "frame_shape", None)
     cfg = getattr(model, "cfg", None)
-    if shape is None and hasattr(cfg, "in_channels") and hasattr(cfg, "frame"):  # VQLAM, LapoLAM (its input,
-        shape = (cfg.in_channels, cfg.frame, cfg.frame)  # not obs_shape: that is f's feature map for "ema")
+    if shape is None and hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):  # VQLAM, LapoLAM (its input,
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)  # not obs_shape: that is f's feature map for "ema")
     return None if shape is None else tuple(int(d) for d in shape)
 
 

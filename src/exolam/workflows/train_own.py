@@ -17,7 +17,7 @@ OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/chec
 the same command run again continues from it, a different config is refused), `metrics.jsonl`
 (loss every log_every updates) and `train.json` (the resolved config: dataset root, camera, image
 size, channels, frame gap, d_z, model class). The checkpoint's spec carries `input` = {camera,
-image_size, channels, frame_shape, frame_gap}: what `exolam label` / `diagnose` check a dataset against.
+image_size, channels, stored_shape, frame_gap}: what `exolam label` / `diagnose` check a dataset against.
 
 Label fraction (robust-action only, App. D / LAOM): round(f * episodes) whole episodes, drawn by the
 seed, carry labels; f = 1 uses every label (or the dataset's own `action_is_labeled` mask).
@@ -244,10 +244,10 @@ def plan(cfg: TrainOwnConfig) -> Plan:
             extra = {"encoder": "frozen", "encoder_spec": encoder.name, "encoder_fingerprint": encoder.fingerprint}
             if cfg.proj_channels is not None:
                 extra["proj_channels"] = cfg.proj_channels
-        model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, frame=cfg.image_size, **extra)
+        model_cfg = _sized(LapoLAMConfig(), cfg, in_channels=c, image_size=cfg.image_size, **extra)
     else:
-        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, frame=cfg.image_size)
-    inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "frame_shape": [h, w, c],
+        model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, image_size=cfg.image_size)
+    inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "stored_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
     return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
                 paired_view)
