@@ -297,3 +297,25 @@ def test_frozen_encoder_train_then_label(free, tmp_path):
             z = lam.encode(item["o"][None], item["o_next"][None])[0].numpy()
         np.testing.assert_allclose(dst.column("latent_action", e)[t], z, rtol=1e-4, atol=1e-4)
     assert dst.column("latent_action_is_valid", 0)[:, 0].tolist() == [True] * 11 + [False]
+
+
+def test_frozen_features_are_cached_once_and_train_like_the_encoder(free, tmp_path):
+    """A frozen encoder's f(I) is computed once per frame into OUT/features and training reads it: the
+    same spec, and within float16's rounding the same model, as running f at every update."""
+    from exolam.data.features import CachedFeatures
+
+    args = (f"--data {free} --image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 "
+            "--train.steps 3 --train.batch-size 4 --encoder efficientnet-lite0 --proj-channels 4").split()
+    assert train_command([*args, "--out", str(tmp_path / "cached")]) == 0
+    assert train_command([*args, "--out", str(tmp_path / "run-f"), "--no-cache-features"]) == 0
+    cache = CachedFeatures(tmp_path / "cached" / "features" / IMG)
+    assert cache.feature_shape == (1280, 7, 7) and cache.lengths == open_dataset(free).episode_lengths
+    assert not (tmp_path / "run-f" / "features").exists()
+    a, b = (checkpoint.read_config(tmp_path / r / "checkpoint") for r in ("cached", "run-f"))
+    assert a["spec"] == b["spec"] and a["data"]["features"] == {IMG: str(tmp_path / "cached" / "features" / IMG)}
+    assert a["loss_train"] == pytest.approx(b["loss_train"], rel=1e-2)  # float16 features: ~1e-3 relative
+    wa, wb = (load_file(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("cached", "run-f"))
+    for k in wa:  # 3 Adam updates of lr 3e-4 move a weight by <= 9e-4; rounding may flip a tiny step's sign
+        np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), atol=2e-3, err_msg=k)
+    with pytest.raises(ConfigError, match="--no-cache-features applies only with a frozen --encoder"):
+        train_command(f"--data {free} --out {tmp_path / 'x'} --no-cache-features".split())

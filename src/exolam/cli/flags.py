@@ -79,7 +79,7 @@ def config_flags(cls, prefix: str = "") -> dict[str, Flag]:
         if dataclasses.is_dataclass(kind):
             table.update(config_flags(kind, path + "."))
             continue
-        if not _supported(kind):
+        if not _supported(kind) or (kind is bool and _optional(cls, f.name)):  # `bool | None`: tyro wants a value
             raise TypeError(f"{cls.__name__}.{f.name}: type {kind} has no command-line check (cli/flags.py)")
         for negated in (False, True) if kind is bool else (False,):
             flag = Flag(path, kind, negated, repeat=APPEND in marks)
@@ -90,6 +90,11 @@ def config_flags(cls, prefix: str = "") -> dict[str, Flag]:
 def _annotation(cls, name: str) -> tuple[object, tuple]:
     """The type a field's flag reads (`T | None` -> T) and its tyro markers (Positional, UseAppendAction)."""
     return _unwrap(typing.get_type_hints(cls, include_extras=True)[name])
+
+
+def _optional(cls, name: str) -> bool:
+    kind = typing.get_type_hints(cls)[name]
+    return typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
 
 
 def _unwrap(kind, marks: tuple = ()) -> tuple[object, tuple]:

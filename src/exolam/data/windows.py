@@ -29,6 +29,11 @@ Derived fields, computed per item (so in the workers too):
                 and o_next by a colour / camera augmentation of their own (seeded per window), for
                 video without a recorded paired view; refused beside an `o_alt` field
 
+`features={key: CachedFeatures}` (data/features.py): the values of a camera key are read from its
+feature cache, f(I) of every frame computed once by a frozen encoder, instead of decoded (the frames
+are not resized then: the cache was made at the training image size). Refused beside `flow` or
+`paired_view`, which need the frames themselves.
+
 `WindowSource` is a batch source (see data/sampling.py): update k trains on the windows
 `batch_indices(seed, len(dataset), steps, batch_size)[k]`, the same rows a `TensorSource` over the
 same windows draws, so both yield identical batches for the same seed.
@@ -56,7 +61,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """Windows (t, t+k) inside episodes of a LeRobot dataset; items are dicts of tensors (see `collate`)."""
 
     def __init__(self, dataset_or_root, fields: dict[str, str], frame_gap: int = 1, image_size: int | None = None,
-                 episodes=None, labelled_episodes=None, flow: bool = False, paired_view=None):
+                 episodes=None, labelled_episodes=None, flow: bool = False, paired_view=None, features=None):
         ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
         check_positive_int("frame_gap", frame_gap)
         if image_size is not None:
@@ -91,6 +96,14 @@ class WindowDataset(torch.utils.data.Dataset):
                                   "--paired-view augment, not both")
             paired_view.check_camera(ds.video_keys, fields["o"])
         self.paired_view = paired_view
+        self.features = dict(features or {})
+        for key, cache in self.features.items():
+            if key not in fields.values():
+                raise ConfigError(f"features: '{key}' is not one of the fields' keys {sorted(set(fields.values()))}")
+            if flow or paired_view is not None:
+                raise ConfigError("cached features replace the frames, which flow and an augmented paired view need")
+            if list(cache.lengths) != list(ds.episode_lengths):
+                raise ConfigError(f"{cache.path}: a feature cache of episodes {cache.lengths[:4]}..., not of {ds.root}")
         self._flow_cache: dict[int, torch.Tensor] = {}  # window -> its flow (filled as windows are read)
         self._starts = [0]  # window number of each episode's first window
         for e in self.episodes:
@@ -136,6 +149,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _values(self, key: str, episode: int, times: list[int]) -> list[torch.Tensor]:
         ds = self.dataset
+        if key in self.features:  # f(I) from the cache: float16 on disk, float32 here
+            cached = self.features[key][episode]
+            return [torch.from_numpy(np.asarray(cached[t], dtype=np.float32)) for t in times]
         if key in ds.video_keys:
             frames = torch.from_numpy(ds.frames_at(key, episode, times)).permute(0, 3, 1, 2).float().div_(255)
             if self.image_size is not None and frames.shape[-2:] != (self.image_size, self.image_size):
@@ -202,4 +218,5 @@ class WindowSource:
                 "fields": dict(ds.fields), "frame_gap": ds.frame_gap, "image_size": ds.image_size,
                 "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed,
                 "labelled_episodes": None if ds.labelled is None else sorted(ds.labelled), "flow": ds.flow,
-                **({} if ds.paired_view is None else {"paired_view": ds.paired_view.spec()})}
+                **({} if ds.paired_view is None else {"paired_view": ds.paired_view.spec()}),
+                **({} if not ds.features else {"features": {k: str(c.path) for k, c in ds.features.items()}})}

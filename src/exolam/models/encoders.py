@@ -304,6 +304,23 @@ SPECS = ("pixels", "ema:CKPT", "efficientnet-lite0", "efficientnet-lite0:pooled"
          "timm:ARCH:PATH")
 
 
+class Cached(Encoder):
+    """A frozen encoder whose features were computed ahead (data/features.py): its input is f(I) already,
+    so it hands it on. Name, fingerprint, weights path and feature shapes are the real encoder's, so a
+    LAM trained on cached features has the spec of one trained on the encoder itself, and `exolam.load`
+    rebuilds the real one for labelling."""
+
+    def __init__(self, real: Encoder):
+        super().__init__(real.name, frozen=True, fingerprint=real.fingerprint, path=real.path)
+        self._real = (real,)  # not a submodule: nothing of it is saved or moved
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def out_shape_for(self, image_size: int | tuple[int, int], channels: int = 3) -> tuple[int, ...]:
+        return self._real[0].out_shape_for(image_size, channels)
+
+
 def load_encoder(spec: "str | Encoder") -> Encoder:
     """The encoder named by `spec` (module docstring); an Encoder passes through. Bad spec/path -> ConfigError."""
     if isinstance(spec, Encoder):

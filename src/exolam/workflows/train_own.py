@@ -16,7 +16,9 @@
 OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/checkpoint)`; resumable:
 the same command run again continues from it, a different config is refused), `metrics.jsonl`
 (loss every log_every updates) and `train.json` (the resolved config: dataset root, camera, image
-size, channels, frame gap, d_z, model class). The checkpoint's spec carries `input` = {camera,
+size, channels, frame gap, d_z, model class); with a frozen encoder also `features/<camera>/`, f(I) of
+every frame computed once (data/features.py, float16) that training reads instead of running f twice
+per window at every update (`--no-cache-features` runs f instead). The checkpoint's spec carries `input` = {camera,
 image_size, channels, stored_shape, frame_gap}: what `exolam label` / `diagnose` check a dataset against.
 
 Label fraction (robust-action only, App. D / LAOM): round(f * episodes) whole episodes, drawn by the
@@ -39,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +49,7 @@ import numpy as np
 import torch
 
 from exolam.data.augment import PairedAugment
+from exolam.data.features import CachedFeatures, cache_features
 from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields, stored_shape
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
@@ -53,11 +57,12 @@ from exolam.data.windows import WindowDataset, WindowSource
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models import checkpoint
 from exolam.models.checkpoint import OWN_LAM as KIND
-from exolam.models.encoders import load_encoder
+from exolam.models.encoders import Cached, load_encoder
 from exolam.models.lapo import LapoLAM, LapoLAMConfig, ema_hook, frozen_feature_shape
 from exolam.models.vq import VQLAM, VQLAMConfig
 from exolam.objectives import Objective, format_objective, parse_objective
 from exolam.runs.files import atomic_write, to_jsonable
+from exolam.runs.launch import launched_externally
 from exolam.runs.outdir import check_outside, claim
 from exolam.train import engine
 from exolam.train.engine import TrainConfig, check_memory
@@ -107,6 +112,9 @@ class TrainOwnConfig:
     """where the model trains"""
     num_workers: int = 0
     """DataLoader worker processes decoding video"""
+    cache_features: bool = True
+    """frozen --encoder: train on f(I) computed once per frame (OUT/features), not at every update; not
+    where the frames are needed (robust-flow, --paired-view augment) nor under torchrun / SLURM"""
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     """the engine's settings, spelled as in `exolam reproduce` (--train.steps, --train.lr, ...)"""
 
@@ -134,6 +142,10 @@ class TrainOwnConfig:
                               "IDM/FDM need a spatial feature map (drop ':pooled' / ':cls')")
         if self.codebook_update is not None and self.model != "vq":
             raise ConfigError(f"--codebook-update applies to --model vq only (the {self.model} LAM has no codebook)")
+        frozen = self.model == "lapo" and (self.encoder or "pixels").strip() not in ("pixels", "ema")
+        if not self.cache_features and not frozen:
+            raise ConfigError("--no-cache-features applies only with a frozen --encoder (efficientnet-lite0, hf:PATH, "
+                              "timm:ARCH:PATH, ema:CKPT), whose features are cached")
         if self.proj_channels is not None:
             check_positive_int("--proj-channels", self.proj_channels)
             if (self.encoder or "pixels").strip() in ("pixels", "ema"):
@@ -175,18 +187,21 @@ class Plan:
     input: dict
     encoder: object = None  # the frozen pretrained encoder (lapo, encoder "frozen"), loaded once by `plan`
     paired_view: PairedAugment | None = None  # --paired-view augment: o_alt drawn by augmentation
+    cache: dict = dataclasses.field(default_factory=dict)  # camera key -> its feature cache folder (frozen f)
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)
         if self.cfg.model == "vq":
             return VQLAM(self.model_cfg)
-        return LapoLAM(self.model_cfg, encoder=self.encoder)
+        return LapoLAM(self.model_cfg, encoder=Cached(self.encoder) if self.cache else self.encoder)
 
-    def source(self) -> WindowSource:
+    def source(self, cached: bool = True) -> WindowSource:
+        """The training windows; `cached=False`: frames even where a feature cache is planned (before it exists)."""
         c = self.cfg
         wd = WindowDataset(self.ds, self.fields, frame_gap=c.frame_gap, image_size=c.image_size,
                            labelled_episodes=self.labelled, flow="robust-flow" in self.objective,
-                           paired_view=self.paired_view)
+                           paired_view=self.paired_view,
+                           features={key: CachedFeatures(path) for key, path in self.cache.items() if cached})
         return WindowSource(wd, c.seed, c.train.steps, c.train.batch_size, num_workers=c.num_workers, device=c.device)
 
     def spec(self) -> dict:
@@ -249,8 +264,12 @@ def plan(cfg: TrainOwnConfig) -> Plan:
         model_cfg = _sized(VQLAMConfig(), cfg, in_channels=c, image_size=cfg.image_size)
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "stored_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
+    cache = {}
+    if encoder is not None and cfg.cache_features and "robust-flow" not in names \
+            and paired_view is None and not launched_externally():
+        cache = {key: Path(cfg.out) / "features" / key for key in (fields["o"], fields.get("o_alt")) if key}
     return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
-                paired_view)
+                paired_view, cache)
 
 
 def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
@@ -294,7 +313,7 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
     out = Path(cfg.out)
     check_outside(out, {"--data": cfg.data})  # before the dataset and encoder are opened
     p = plan(cfg)
-    p.source()  # its windows exist: every episode shorter than the frame gap is refused here
+    p.source(cached=False)  # its windows exist: every episode shorter than the frame gap is refused here
     shape = (p.input["channels"], cfg.image_size, cfg.image_size)
     check_memory(p.model, cfg.train.batch_size // (cfg.train.devices if cfg.device == "cuda" else 1), shape, cfg.device,
                  f"the {cfg.model} LAM at --image-size {cfg.image_size}",
@@ -302,7 +321,7 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
                  activations=p.encoder is None)  # a frozen f would follow the meta input to the meta device
     spec = json.loads(json.dumps(p.spec()))
     encoder = {"--encoder": getattr(p.encoder, "path", None)}  # --data: checked above
-    with claim(out, encoder, resumable=lambda: (out / "checkpoint").exists()):
+    with claim(out, encoder, resumable=lambda: (out / "checkpoint").exists() or (out / "features").exists()):
         ckpt = checkpoint.resolve(out / "checkpoint")
         other = (f"{out}: holds a run with another config (see {out / 'train.json'}); choose another --out, or "
                  "rerun with that config to resume it")
@@ -315,6 +334,10 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
             f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}"
         log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
             f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
+        for key, folder in p.cache.items():  # f(I) once per frame (resumable), instead of twice per window
+            t0 = time.perf_counter()
+            cache_features(p.encoder, p.ds.root, key, folder, cfg.image_size, device=cfg.device)
+            log(f"[train] f(I) of '{key}' cached in {time.perf_counter() - t0:.0f} s -> {folder}")
         engine.train_or_resume(cfg.train, cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
                                p if cfg.train.devices == 1 else None)  # N processes rebuild the plan each
     return ckpt
