@@ -14,7 +14,7 @@ returns its output.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -34,9 +34,9 @@ RENAMED = {f"--{old}": f"--train.{old}" for old in
 class ImportCommand(ImportOptions):
     """Bring mp4, npz, hdf5 or LeRobot v2.1 data into a LeRobot v3.0 dataset."""
 
-    kind: tyro.conf.Positional[Literal[KINDS]]
-    """what SRC holds: a folder of mp4s, of npz chunks, an hdf5 file or folder, a LeRobot v2.1 dataset"""
-    src: tyro.conf.Positional[str]
+    kind: Annotated[tyro.conf.Positional[Literal[KINDS]], tyro.conf.arg(metavar="KIND")]
+    """what SRC holds: mp4 (a folder of videos), npz (of chunks), hdf5 (a file or folder), lerobot-v21"""
+    src: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="SRC")]
     """the file or folder to import (never written)"""
     out: str
     """folder of the new dataset"""
