@@ -16,7 +16,8 @@ In one run, for each --sizes S (default 64 and 224):
                        thread) on one in-memory batch (the loader's first), built by `workflows.train_own.plan` as
                        `train_own` builds it; samples/s = updates/s x batch; loader/train = decoded
                        windows/s / trained samples/s: below 1 the loader starves training at that W;
-              e2e      `train_own(TrainOwnConfig(train=TrainConfig(steps=--train-steps, batch_size=--batch), num_workers=W))`
+              e2e      `train_own(TrainOwnConfig(num_workers=W, train=TrainConfig(steps=--train-steps,
+                       batch_size=--batch)))`
                        for W in --train-workers (default 0 1), the real command: its updates/s as the
                        finished checkpoint records it (engine.fit's loop, the first batch and worker
                        start-up included; with W=1 the decode worker and training share the 2 cores);
@@ -29,7 +30,10 @@ In one run, for each --sizes S (default 64 and 224):
             on a --feature-episodes-episode dataset at S: `cache_features` (extraction + the float16
             files written once = what every epoch costs without a cache) against reading the finished
             cache through `CachedFeatures` (mmap -> float32 tensors), frames/s, and per epoch of the full
-            dataset.
+            dataset; and the real command on it, `train_own` with `--encoder efficientnet-lite0` (frozen
+            features, --train-steps updates), with the feature cache (`OUT/features`, built once inside the
+            call) and with `cache_features=False` (f on both frames of every window at every update):
+            updates/s of each, and the whole call's wall time (the cached one includes building the cache).
 
 The batch is small (--batch 16, not `exolam train`'s 128) so a few updates fit in seconds on a loaded
 CPU; per-sample rates barely depend on it at these sizes, but read them as such. Loader and the
@@ -183,6 +187,22 @@ def feature_rates(encoder, root: Path, cache: Path, frames: int, seconds: float)
     return build, n / (time.perf_counter() - t)
 
 
+def frozen_rates(root: Path, out: Path, steps: int, batch: int) -> dict[str, tuple[float, float]]:
+    """{"cached" | "uncached": (updates/s of train_own with a frozen EfficientNet-Lite0, wall s of the call)}."""
+    from exolam.workflows.train_own import TrainOwnConfig, train_own
+
+    rates = {}
+    for name, cache in (("cached", True), ("uncached", False)):
+        cfg = TrainOwnConfig(data=str(root), out=str(out / name), image_size=TRAIN_SIZE, encoder="efficientnet-lite0",
+                             cache_features=cache, train=TrainConfig(steps=steps, batch_size=batch, save_every=steps,
+                                                                     log_every=0))
+        t = time.perf_counter()
+        ckpt = train_own(cfg, log=lambda _: None)
+        wall = time.perf_counter() - t
+        rates[name] = float(json.loads((ckpt / "config.json").read_text())["updates_per_s"]), wall
+    return rates
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=100)
@@ -254,6 +274,9 @@ def main() -> None:
             r["uncached"], r["cached"] = feature_rates(encoder, froot, tmp / f"cache{size}", nf, args.seconds)
             print(f"  EfficientNet-Lite0 on {nf} frames: uncached {r['uncached']:.1f} frames/s, cache read "
                   f"{r['cached']:.0f} frames/s", flush=True)
+            r["frozen"] = frozen_rates(froot, tmp / f"frozen{size}", args.train_steps, args.batch)
+            print("  train_own, frozen EfficientNet-Lite0: " + ", ".join(
+                f"{k} {u:.2f} updates/s ({w:.1f} s the call)" for k, (u, w) in r["frozen"].items()), flush=True)
 
     b = args.batch
     sizes = args.sizes
@@ -280,6 +303,11 @@ def main() -> None:
     print(f"{'EfficientNet-Lite0 uncached (extract)':<44}" + col(f"{rows[s]['uncached']:.1f}" for s in sizes))
     print(f"{'EfficientNet-Lite0 cached (read)':<44}" + col(f"{rows[s]['cached']:.0f}" for s in sizes))
     print(f"{'  cached / uncached':<44}" + col(f"{rows[s]['cached'] / rows[s]['uncached']:.0f}x" for s in sizes))
+    for k in ("cached", "uncached"):
+        print(f"{f'train_own frozen EffNet {k}, samples/s':<44}" + col(f"{rows[s]['frozen'][k][0] * b:.1f}"
+                                                                        for s in sizes))
+    ratio = {s: rows[s]["frozen"]["cached"][0] / rows[s]["frozen"]["uncached"][0] for s in sizes}
+    print(f"{'  cached / uncached':<44}" + col(f"{ratio[s]:.1f}x" for s in sizes))
     for s in sizes:
         r = rows[s]
         if "native_step" in r:

@@ -264,3 +264,31 @@ def test_frozen_refuses_vector_encoders(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="fails on 1-channel 16x16 frames"):
         LapoLAM(dataclasses.replace(TINY_FROZEN, in_channels=1))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 3), (2, 2), (3, 5), (7, 7)])
+def test_down_conv_is_the_stride_2_conv(size):
+    """DownConv gives what a 3x3 stride-2 pad-1 conv gives at every size (stride 1 on a 1-pixel side is
+    the same function), with the same parameters."""
+    from exolam.models.lapo import DownConv
+
+    torch.manual_seed(0)
+    down, ref = DownConv(4, 5), torch.nn.Conv2d(4, 5, 3, stride=2, padding=1)
+    ref.load_state_dict(down.state_dict())
+    x = torch.randn(2, 4, *size)
+    assert torch.equal(down(x), ref(x))
+
+
+def test_bf16_gradients_on_a_1_pixel_map_are_finite():
+    """The IDM on a frozen encoder's 7 x 7 map convolves a 1 x 1 map; torch's CPU bf16 kernel for that
+    at stride 2 gave NaN weight gradients at random (3 of 8 processes), DownConv does not use it."""
+    from exolam.models.lapo import DownConv
+
+    torch.manual_seed(0)
+    conv, x = DownConv(128, 128), torch.randn(8, 128, 1, 1)
+    for _ in range(50):
+        conv.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        y.float().sum().backward()
+        assert torch.isfinite(conv.weight.grad).all()

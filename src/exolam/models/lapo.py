@@ -93,6 +93,20 @@ def halve(size: int, times: int) -> int:
     return size
 
 
+class DownConv(nn.Conv2d):
+    """3x3 stride-2 pad-1 conv, ceil(S / 2) out (`halve`). A side of 1 pixel runs with stride 1: the same
+    output (only the centre tap meets the pixel; the parameters are those of the stride-2 conv), but not
+    torch 2.13's CPU bf16 weight-gradient kernel for stride 2 on a 1-pixel side, which returns NaN at
+    random (measured: 3 of 8 processes; a frozen encoder's 7 x 7 map reaches 1 x 1 in the IDM)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stride = tuple(1 if n == 1 else 2 for n in x.shape[-2:])
+        return F.conv2d(x, self.weight, self.bias, stride, self.padding)
+
+
 @dataclasses.dataclass
 class LapoLAMConfig:
     """Architecture of the LAPO-style LAM of App. D; defaults fit 64x64x3 frames."""
@@ -160,7 +174,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         layers, c_in = [], cfg.in_channels
         for c in cfg.enc_channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
+            layers += [DownConv(c_in, c), nn.GELU()]
             c_in = c
         layers += [nn.Conv2d(c_in, cfg.feat_channels, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -177,7 +191,7 @@ class IDM(nn.Module):
         c, h, w = shape  # of x (and x')
         layers, c_in = [], 2 * c
         for width in cfg.idm_channels:
-            layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1), nn.GELU()]
+            layers += [DownConv(c_in, width), nn.GELU()]
             c_in = width
         self.conv = nn.Sequential(*layers)
         n = len(cfg.idm_channels)
@@ -201,7 +215,7 @@ class UNetFDM(nn.Module):
         super().__init__()
         w = cfg.fdm_channels
         self.stem = nn.Conv2d(c_in + cfg.d_z, w[0], 3, padding=1)
-        self.downs = nn.ModuleList(nn.Conv2d(w[i - 1], w[i], 3, stride=2, padding=1) for i in range(1, len(w)))
+        self.downs = nn.ModuleList(DownConv(w[i - 1], w[i]) for i in range(1, len(w)))
         self.film = nn.Linear(cfg.d_z, 2 * w[-1])
         self.mid = nn.Conv2d(w[-1], w[-1], 3, padding=1)
         self.ups = nn.ModuleList(nn.Conv2d(w[i + 1] + w[i], w[i], 3, padding=1) for i in reversed(range(len(w) - 1)))

@@ -35,7 +35,7 @@ from torch import nn
 
 from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int
-from exolam.models.lapo import halve
+from exolam.models.lapo import DownConv, halve
 from exolam.objectives import Term, sq_err
 
 
@@ -67,7 +67,7 @@ class ConvPolicy(nn.Module):
         self.cfg = (cfg or PolicyConfig()).validate()
         layers, c_in = [], self.cfg.in_channels
         for c in self.cfg.channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ReLU6()]
+            layers += [DownConv(c_in, c), nn.ReLU6()]
             c_in = c
         self.conv = nn.Sequential(*layers)
         flat = c_in * halve(self.cfg.image_size, len(self.cfg.channels)) ** 2
