@@ -102,6 +102,24 @@ def test_v3_round_trip(tmp_path, codec, actions):
         assert c.streams.video[0].codec.canonical_name == codec and c.streams.video[0].frames == sum(LENGTHS)
 
 
+def test_lossless_codec_round_trips_frames_exactly(tmp_path):
+    """h264-lossless (libx264rgb, qp 0): every decoded frame equals what was written, bit for bit, in
+    order and at random access; info.json records the stream as LeRobot reads it (h264, gbrp)."""
+    rng = np.random.default_rng(0)
+    eps = [{CAM: rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)} for n in LENGTHS]  # noise: no smooth help
+    root = write_dataset(tmp_path / "ds", eps, {CAM: {"dtype": "video", "shape": [16, 16, 3]}}, FPS,
+                         codec="h264-lossless")
+    ds = open_dataset(root)
+    for e, src in enumerate(eps):
+        assert np.array_equal(ds.frames(CAM, e), src[CAM])
+        assert np.array_equal(ds.frames_at(CAM, e, [4, 0, 2]), src[CAM][[4, 0, 2]])
+    info = json.loads((root / "meta" / "info.json").read_text())["features"][CAM]["info"]
+    assert (info["video.codec"], info["video.pix_fmt"]) == ("h264", "gbrp")
+    with pytest.raises(ConfigError, match="stores RGB frames"):
+        write_dataset(tmp_path / "gray", [{CAM: eps[0][CAM][..., :1]}], {CAM: {"dtype": "video", "shape": [16, 16, 1]}},
+                      FPS, codec="h264-lossless")
+
+
 def test_v3_layout_matches_lerobot(base):
     info = json.loads((base / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["splits"] == {"train": "0:3"}

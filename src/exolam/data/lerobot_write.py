@@ -101,10 +101,10 @@ def _check_features(features, fps: int, codec: str) -> dict:
             if len(shape) != 3 or shape[2] not in (1, 3) or shape[0] % 2 or shape[1] % 2:
                 raise ConfigError(f"{where}: a video has shape [H, W, C] with C = 1 or 3 and even H and W "
                                   f"(yuv420p); got {list(shape)} (pad or crop the frames)")
-            h, w, c = shape
+            (h, w, c), (name, pix_fmt) = shape, video.stored_as(codec)
             out[key] = {"dtype": "video", "shape": [h, w, c], "names": ["height", "width", "channels"],
-                        "info": {"video.height": h, "video.width": w, "video.codec": codec,
-                                 "video.pix_fmt": video.PIX_FMT, "video.is_depth_map": False, "video.fps": fps,
+                        "info": {"video.height": h, "video.width": w, "video.codec": name,
+                                 "video.pix_fmt": pix_fmt, "video.is_depth_map": False, "video.fps": fps,
                                  "video.channels": c, "has_audio": False, **extra}}
         elif ft["dtype"] in NUMERIC:
             out[key] = {"dtype": ft["dtype"], "shape": list(shape), "names": ft.get("names"), "fps": fps,

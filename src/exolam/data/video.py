@@ -3,9 +3,12 @@
 Encoding follows LeRobot's `encode_video_frames` defaults (huggingface/lerobot
 `src/lerobot/datasets/video_utils.py`, checked): yuv420p, GOP 2 (`g=2`, so every other frame is a
 keyframe and a random frame costs at most one extra decode), AV1 through libsvtav1 at crf 30; we add
-SVT preset 10 (speed) and offer h264 through libx264 at crf 23. `CODECS` maps the name recorded in
-info.json (`video.codec`, the stream's canonical codec name, as LeRobot's `get_video_info` records it)
-to the encoder and its options. libsvtav1's banner on stderr is silenced with SVT_LOG=1 unless set.
+SVT preset 10 (speed) and offer h264 through libx264 at crf 23, and `h264-lossless`: libx264rgb at
+qp 0 on the RGB planes (High 4:4:4 Predictive, decoded as gbrp), bit-exact frames, for training data
+that must look like what a policy sees live (App. D's renders; ~2.6 KB per 32 px frame against 0.1 at
+crf 23 and 3 raw; README "Distracting Control"). `CODECS` maps our name to the encoder, its options and
+pixel format; info.json records the stream's canonical codec name (`video.codec`, as LeRobot's
+`get_video_info` records it: h264 for both h264 variants) and the stored pixel format. libsvtav1's banner on stderr is silenced with SVT_LOG=1 unless set.
 
 - yuv420p halves the chroma planes, so frame height and width must be even (the writer refuses odd
   sizes; pad or crop first).
@@ -44,8 +47,16 @@ from exolam.errors import ConfigError
 CODECS = {
     "av1": ("libsvtav1", {"g": "2", "crf": "30", "preset": "10", "svtav1-params": "lp=1"}),
     "h264": ("libx264", {"g": "2", "crf": "23", "threads": "1"}),
+    "h264-lossless": ("libx264rgb", {"g": "2", "qp": "0", "threads": "1"}),
 }
 PIX_FMT = "yuv420p"
+PIX_FMTS = {"h264-lossless": "rgb24"}  # the encoder's input where it is not PIX_FMT
+STORED = {"h264-lossless": ("h264", "gbrp")}  # info.json (video.codec, video.pix_fmt) where not (name, PIX_FMT)
+
+
+def stored_as(codec: str) -> tuple[str, str]:
+    """(video.codec, video.pix_fmt) that info.json records for frames written with `codec`."""
+    return STORED.get(codec, (codec, PIX_FMT))
 SEEK_GAP = 8  # decode forward instead of seeking when the next frame is at most this far ahead
 CACHE_SIZE = 32  # open readers per process (v2.1 has one file per episode and camera)
 
@@ -64,13 +75,16 @@ class VideoFileWriter:
 
     def __init__(self, path: Path, codec: str, fps: int, height: int, width: int, channels: int):
         encoder, options = CODECS[codec]
+        if channels == 1 and codec in PIX_FMTS:
+            raise ConfigError(f"codec {codec}: stores RGB frames; one-channel video needs h264 or av1")
         os.environ.setdefault("SVT_LOG", "1")  # libsvtav1 prints its whole config to stderr otherwise
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.frames, self.bytes = path, 0, 0
         self._gray = channels == 1
         self._container = av.open(str(path), "w")
         self._stream = self._container.add_stream(encoder, rate=Fraction(fps))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIX_FMT
+        self._pix_fmt = PIX_FMTS.get(codec, PIX_FMT)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, self._pix_fmt
         self._stream.codec_context.time_base = Fraction(1, fps)
         self._stream.options = dict(options)
         self._to_yuv = VideoReformatter()  # one swscale context, single-threaded (PyAV's default is one per frame)
@@ -80,7 +94,8 @@ class VideoFileWriter:
         for img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[..., 0] if self._gray else img),
                                                format="gray" if self._gray else "rgb24")
-            frame = self._to_yuv.reformat(frame, format=PIX_FMT, threads=1)
+            if self._pix_fmt != "rgb24":
+                frame = self._to_yuv.reformat(frame, format=self._pix_fmt, threads=1)
             frame.pts = self.frames
             self.frames += 1
             self._mux(self._stream.encode(frame))

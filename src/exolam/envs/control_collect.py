@@ -80,7 +80,7 @@ class CollectConfig:
     seed: int = 0
     """episode e uses seed + e (its start state, exogenous process and expert noise)"""
     codec: str = "h264"
-    """video codec of the stored frames: h264 or av1"""
+    """video codec of the stored frames: h264, av1, or h264-lossless (bit-exact renders, ~25x h264's size)"""
     paired: bool = True
     """also render every frame under a second exogenous state (<camera>_alt, xi_alt)"""
     expert: str = ""
@@ -279,7 +279,7 @@ class VideosConfig:
     seed: int = 0
     """episode e uses seed + e"""
     codec: str = "h264"
-    """video codec: h264 or av1"""
+    """video codec: h264, av1 or h264-lossless"""
     expert: str = ""
     """folder of an exported expert; '' = the one shipped with exolam"""
 
