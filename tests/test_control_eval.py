@@ -102,3 +102,31 @@ def test_bad_arguments_are_one_line(kwargs, field):
 def test_wrong_action_shape_is_one_line():
     with pytest.raises(ConfigError, match="act returned actions of shape"):
         evaluate_policy(CFG, lambda im: np.zeros((im.shape[0], 5)), 1, seed=0, steps=2)
+
+
+def test_a_frame_stack_holds_the_last_renders_padded_with_the_first():
+    """frame_stack=3: act sees [I_0, I_0, I_0], then [I_0, I_0, I_1], [I_0, I_1, I_2] (oldest first);
+    observe="state" hands it the float32 proprio state, the one a state policy was trained on."""
+    seen = []
+
+    def record(x):
+        seen.append(x.clone())
+        return np.zeros((x.shape[0], 6), np.float32)
+
+    evaluate_policy(CFG, record, 1, 0, steps=3, frame_stack=3)
+    assert [tuple(x.shape) for x in seen] == [(1, 9, 32, 32)] * 3
+    frames = [seen[0][0, 6:], seen[1][0, 6:], seen[2][0, 6:]]  # I_0, I_1, I_2: the newest of each stack
+    assert not torch.equal(frames[0], frames[2])
+    assert torch.equal(seen[0][0], torch.cat([frames[0]] * 3))
+    assert torch.equal(seen[1][0], torch.cat([frames[0], frames[0], frames[1]]))
+    assert torch.equal(seen[2][0], torch.cat(frames))
+    single = []
+    evaluate_policy(CFG, lambda x: single.append(x) or np.zeros((x.shape[0], 6), np.float32), 1, 0, steps=3)
+    assert all(torch.equal(a[0], b) for a, b in zip(single, frames))  # the same renders, one at a time
+    states = []
+    evaluate_policy(CFG, lambda x: states.append(x) or np.zeros((x.shape[0], 6), np.float32), 1, 0, steps=2,
+                    observe="state")
+    env = DistractingControl(CFG)
+    assert states[0].dtype == torch.float32 and torch.equal(states[0][0], torch.from_numpy(
+        env.reset(seeding.control_eval(0, 0))["state"].astype(np.float32)))
+    env.close()

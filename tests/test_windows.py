@@ -42,6 +42,23 @@ def test_windows_never_cross_episodes(tmp_path, gap):
     assert WindowDataset(root, {"o": "observation.state"}, frame_gap=gap, episodes=[3]).window(0) == (3, 0)
 
 
+@pytest.mark.parametrize("gap,stack", [(1, 3), (2, 2), (1, 1)])
+def test_frame_stacks_hold_the_last_frames_of_their_own_episode(tmp_path, gap, stack):
+    """o_t = (I_{t-N+1}, ..., I_t) channel-stacked, padded with the episode's first frame, never a frame
+    of the episode before (values 100 e + t make every frame's origin readable)."""
+    root, eps = numeric_dataset(tmp_path)
+    win = WindowDataset(root, {"o": "observation.state", "o_alt": "observation.state"}, frame_gap=gap,
+                        frame_stack=stack)
+    for i in range(len(win)):
+        e, t = win.window(i)
+        item = win[i]
+        want = [100 * e + max(u - j, 0) for u in (t, t + gap) for j in range(stack - 1, -1, -1)]
+        got = [float(v) for v in torch.cat([item["o"], item["o_next"]])[:, 0, 0]]
+        assert got == want, (e, t, got)
+        assert item["o"].shape == (stack, 4, 4) and torch.equal(item["o_alt"], item["o"])
+    assert ("frame_stack" in WindowSource(win, 0, 1, 1).spec()) == (stack > 1)  # specs without a stack unchanged
+
+
 def test_video_windows_are_frames_in_unit_range(base):
     ds = open_dataset(base)
     win = WindowDataset(ds, {"o": CAM, "o_alt": CAM, "s": "observation.state"}, frame_gap=3)

@@ -29,6 +29,11 @@ Derived fields, computed per item (so in the workers too):
                 and o_next by a colour / camera augmentation of their own (seeded per window), for
                 video without a recorded paired view; refused beside an `o_alt` field
 
+`frame_stack=N` (App. D's temporal context): the image fields `o` and `o_alt` hold the last N frames,
+channel-stacked oldest first ([N * C, H, W]): o_t = (I_{t-N+1}, ..., I_t), o_next = (I_{t+k-N+1}, ...,
+I_{t+k}); a frame before the episode's first is that first frame (LeRobot pads `delta_timestamps` the
+same way), so a stack never reaches into another episode. The flow target is that of the last frames.
+
 `features={key: CachedFeatures}` (data/features.py): the values of a camera key are read from its
 feature cache, f(I) of every frame computed once by a frozen encoder, instead of decoded (the frames
 are not resized then: the cache was made at the training image size). Refused beside `flow` or
@@ -54,6 +59,7 @@ from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int
 
 AT_T = ("o", "a", "o_alt", "label_mask", "s", "xi")  # the fields a dataset key can be given for
+STACKED = ("o", "o_alt")  # the image fields `frame_stack` stacks
 NEXT = {"o": "o_next", "o_alt": "o_next_alt", "s": "s_next", "xi": "xi_next"}  # also read at t+k
 
 
@@ -61,7 +67,8 @@ class WindowDataset(torch.utils.data.Dataset):
     """Windows (t, t+k) inside episodes of a LeRobot dataset; items are dicts of tensors (see `collate`)."""
 
     def __init__(self, dataset_or_root, fields: dict[str, str], frame_gap: int = 1, image_size: int | None = None,
-                 episodes=None, labelled_episodes=None, flow: bool = False, paired_view=None, features=None):
+                 episodes=None, labelled_episodes=None, flow: bool = False, paired_view=None, features=None,
+                 frame_stack: int = 1):
         ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
         check_positive_int("frame_gap", frame_gap)
         if image_size is not None:
@@ -90,6 +97,11 @@ class WindowDataset(torch.utils.data.Dataset):
             if not 0 <= e < n_eps:
                 raise ConfigError(f"labelled_episodes: {e} is out of range 0..{n_eps - 1} of {ds.root}")
         self.flow = bool(flow)
+        check_positive_int("frame_stack", frame_stack)
+        if frame_stack > 1 and paired_view is not None:
+            raise ConfigError("frame_stack > 1: the augmented paired view draws one frame's view; use a recorded "
+                              "paired view")
+        self.frame_stack = frame_stack
         if paired_view is not None:
             if "o_alt" in fields:
                 raise ConfigError(f"the paired view comes either from the dataset ('{fields['o_alt']}') or from "
@@ -126,8 +138,12 @@ class WindowDataset(torch.utils.data.Dataset):
         item, done = {}, {}  # done: a key read for two fields (o and o_alt) is decoded once
         for name, key in self.fields.items():
             times = (t, t + self.frame_gap) if name in NEXT else (t,)
+            n = self.frame_stack if name in STACKED else 1
             if (key, times) not in done:
-                done[(key, times)] = self._values(key, episode, list(times))
+                span = [max(u - j, 0) for u in times for j in range(n - 1, -1, -1)]  # clamped at the first frame
+                frames = self._values(key, episode, span)
+                done[(key, times)] = [torch.cat(frames[i * n:(i + 1) * n]) if n > 1 else frames[i]
+                                      for i in range(len(times))]
             values = done[(key, times)]
             item[name] = values[0]
             if name in NEXT:
@@ -136,8 +152,9 @@ class WindowDataset(torch.utils.data.Dataset):
             item["label_mask"] = torch.tensor(episode in self.labelled)
         if self.paired_view is not None:
             item["o_alt"], item["o_next_alt"] = self.paired_view.views(episode, t, item["o"], item["o_next"])
-        if self.flow:
-            item["flow"] = self._flow(int(i), item["o"], item["o_next"])
+        if self.flow:  # of the last frames of a stack
+            c = item["o"].shape[0] // self.frame_stack
+            item["flow"] = self._flow(int(i), item["o"][-c:], item["o_next"][-c:])
         return item
 
     def _flow(self, i: int, o: torch.Tensor, o_next: torch.Tensor) -> torch.Tensor:
@@ -219,4 +236,5 @@ class WindowSource:
                 "episodes": len(ds.episodes), "n": len(ds), "seed": self.seed,
                 "labelled_episodes": None if ds.labelled is None else sorted(ds.labelled), "flow": ds.flow,
                 **({} if ds.paired_view is None else {"paired_view": ds.paired_view.spec()}),
-                **({} if not ds.features else {"features": {k: str(c.path) for k, c in ds.features.items()}})}
+                **({} if not ds.features else {"features": {k: str(c.path) for k, c in ds.features.items()}}),
+                **({} if ds.frame_stack == 1 else {"frame_stack": ds.frame_stack})}

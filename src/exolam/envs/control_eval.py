@@ -8,6 +8,11 @@ returns the undiscounted return sum_t r_t of every episode:
     o_t = render(s_t, xi_t) / 255  (float32 [3, H, W] in [0, 1]),   a_t = clip(float32 act(o_t), spec),
     s_{t+1}, r_t = step(s_t, a_t),   t < min(steps, the task's own length; cheetah-run: 1000)
 
+`frame_stack=N` hands `act` the last N renders of each episode, channel-stacked oldest first ([3N, H, W];
+before the N-th step the first render fills the stack, as the training windows pad: data/windows.py).
+`observe="state"` hands it the proprio state s_t instead (float32, as `observation.state` is stored):
+the reference policy a perfect encoder could reach (`bc-state`).
+
 Episodes run in lockstep: up to `LOCKSTEP` environments (each owns its mujoco.Renderer; interleaved
 renders are bit-identical to one environment's, tests/test_control_eval.py) step together, with one
 batched `act` call per step on the images of the episodes still running. Episode e resets with
@@ -53,21 +58,29 @@ def _actions(act: Callable, images: torch.Tensor, lo: np.ndarray, hi: np.ndarray
     return np.clip(a.astype(np.float32), lo, hi)  # float32, as the collection's actions (control_collect)
 
 
-def _run(envs: list[DistractingControl], act: Callable, reset_seeds: list[int], steps: float) -> list[float]:
+def _run(envs: list[DistractingControl], act: Callable, reset_seeds: list[int], steps: float, frame_stack: int = 1,
+         observe: str = "image") -> list[float]:
     """One lockstep group: len(reset_seeds) <= len(envs) episodes; their returns."""
     envs = envs[: len(reset_seeds)]
     spec = envs[0].action_spec()
     lo, hi = np.asarray(spec.minimum, np.float32), np.asarray(spec.maximum, np.float32)
-    for env, s in zip(envs, reset_seeds):
-        env.reset(s)
+    states = [env.reset(s)["state"] for env, s in zip(envs, reset_seeds)]
+    stacks: list[list[torch.Tensor]] = [[] for _ in envs]  # the last frame_stack renders of each episode
     returns = [0.0] * len(envs)
     running = list(range(len(envs)))
     t = 0
     while running and t < steps:
-        actions = _actions(act, _images([envs[i] for i in running]), lo, hi)
+        if observe == "state":
+            x = torch.from_numpy(np.stack([states[i] for i in running]).astype(np.float32))
+        else:
+            for i, img in zip(running, _images([envs[i] for i in running])):
+                stacks[i] = (stacks[i] or [img] * frame_stack)[1:] + [img] if frame_stack > 1 else [img]
+            x = torch.stack([torch.cat(stacks[i]) for i in running])
+        actions = _actions(act, x, lo, hi)
         still = []
         for i, a in zip(running, actions):
             out = envs[i].step(a)
+            states[i] = out["state"]
             returns[i] += out["reward"]
             if not out["done"]:
                 still.append(i)
@@ -76,7 +89,7 @@ def _run(envs: list[DistractingControl], act: Callable, reset_seeds: list[int], 
 
 
 def evaluate_policy(cfg: ControlConfig, act: Callable[[torch.Tensor], np.ndarray], episodes: int, seed: int,
-                    steps: int | None = None) -> list[float]:
+                    steps: int | None = None, frame_stack: int = 1, observe: str = "image") -> list[float]:
     """Undiscounted return of each of `episodes` episodes of `act` in DistractingControl(cfg) (App. D).
 
     act(images float32 torch [B, 3, H, W] in [0, 1]) -> actions [B, d_a] (numpy or torch), cast to
@@ -91,13 +104,17 @@ def evaluate_policy(cfg: ControlConfig, act: Callable[[torch.Tensor], np.ndarray
     _check_int("seed", seed, 0)
     if steps is not None:
         _check_int("steps", steps, 1)
+    _check_int("frame_stack", frame_stack, 1)
+    if observe not in ("image", "state"):
+        raise ConfigError(f"observe = {observe!r} must be image or state")
     cfg.validate()
     reset_seeds = [seeding.control_eval(int(seed), e) for e in range(int(episodes))]
     envs = [DistractingControl(cfg) for _ in range(min(LOCKSTEP, len(reset_seeds)))]
     try:
         returns: list[float] = []
         for k in range(0, len(reset_seeds), len(envs)):
-            returns += _run(envs, act, reset_seeds[k: k + len(envs)], math.inf if steps is None else steps)
+            returns += _run(envs, act, reset_seeds[k: k + len(envs)], math.inf if steps is None else steps,
+                            frame_stack, observe)
         return returns
     finally:
         for env in envs:

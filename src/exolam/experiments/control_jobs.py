@@ -15,7 +15,14 @@ A latent row (`method` = a variant `OBJECTIVE[@ENCODER]`, e.g. `lam+xexo:1`, `la
     5. return   pi_Dec(pi(o)) in DistractingControl under the same distractors (env's own drift)
 
 A BC row (`bc`: the labelled episodes; `bc-all`: every training episode's labels) trains pi_BC(a|o)
-and evaluates it the same way. The `expert` row is the return of the demonstrations themselves.
+and evaluates it the same way. `bc-state` trains pi_BC(a|s) on every training episode's proprio
+state s (the decoder's MLP, s in place of z): the ceiling a perfect encoder of the frames could
+reach. The `expert` row is the return of the demonstrations themselves.
+
+`frame_stack` N: every o above (the LAM's, pi(z|o)'s, pi_BC(a|o)'s, in training and in the env) is
+the last N frames channel-stacked (data/windows.py, envs/control_eval.py): one frame shows cheetah-
+run's positions, not its velocities. The LAM reads (o_t, o_t+k) as stacks; its FDM predicts the
+next stack.
 Everything is a function of (task, seed): model init `torch.manual_seed(seed)` per stage, minibatch
 streams from the seed, labelled episodes from `data.sampling.labelled_episodes`.
 """
@@ -48,7 +55,7 @@ from exolam.train import engine
 from exolam.train.engine import TrainConfig
 
 IMAGE, ALT, STATE, ACTION = "observation.image", "observation.image_alt", "observation.state", "action"
-BASELINES = ("bc", "bc-all", "expert")
+BASELINES = ("bc", "bc-all", "bc-state", "expert")
 METRICS = ["return", "probe_nmse", "probe_nmse_given_s", "consistency_rel", "consistency_mse", "delta_h_rel",
            "delta_h_mean", "psnr_recon", "gap_swap", "loss_lam_test", "loss_train"]
 
@@ -88,6 +95,7 @@ class ControlTask:
     probe_windows: int
     frame_gap: int = 1
     device: str = "cpu"
+    frame_stack: int = 1
 
     @property
     def config(self) -> str:
@@ -121,7 +129,7 @@ def _fit_here(fabric, model, objective, source, train: TrainConfig, spec: dict, 
 
 def _source(task: ControlTask, fields: dict, episodes, train: TrainConfig, **kw) -> WindowSource:
     ds = WindowDataset(task.data, fields, frame_gap=task.frame_gap, image_size=task.env.image_size, episodes=episodes,
-                       **kw)
+                       frame_stack=task.frame_stack, **kw)
     return WindowSource(ds, task.seed, train.steps, train.batch_size, device=task.device)
 
 
@@ -131,7 +139,8 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
     fields = {"o": IMAGE, "a": ACTION} | ({"o_alt": ALT} if "xexo" in terms else {})
     labelled = task.labelled if "robust-action" in terms else None
     torch.manual_seed(task.seed)
-    model = LapoLAM(dataclasses.replace(task.model, encoder=encoder, image_size=task.env.image_size))
+    model = LapoLAM(dataclasses.replace(task.model, encoder=encoder, image_size=task.env.image_size,
+                                        in_channels=3 * task.frame_stack))
     objective = Objective(objective_text, model.d_z, {"action": 6, "flow": flow_dim()})
     source = _source(task, fields, range(task.n_train), task.train, labelled_episodes=labelled,
                      flow="robust-flow" in terms)
@@ -143,7 +152,7 @@ def train_lam(task: ControlTask, root: Path) -> tuple[LapoLAM, float]:
 def _windows(task: ControlTask, episodes, n: int, seed: int):
     """Up to n windows of `episodes` (a seeded sample), in memory, with paired views and state."""
     ds = WindowDataset(task.data, {"o": IMAGE, "o_alt": ALT, "a": ACTION, "s": STATE}, frame_gap=task.frame_gap,
-                       image_size=task.env.image_size, episodes=episodes)
+                       image_size=task.env.image_size, episodes=episodes, frame_stack=task.frame_stack)
     idx = np.random.default_rng(seed).permutation(len(ds))[:n] if len(ds) > n else np.arange(len(ds))
     return collate([ds[int(i)] for i in sorted(idx)])
 
@@ -172,8 +181,8 @@ def diagnose(model: LapoLAM, task: ControlTask) -> dict:
     return row
 
 
-def _returns(task: ControlTask, act) -> float:
-    returns = evaluate_policy(task.env, act, task.eval_episodes, task.seed, task.eval_steps)
+def _returns(task: ControlTask, act, observe: str = "image") -> float:
+    returns = evaluate_policy(task.env, act, task.eval_episodes, task.seed, task.eval_steps, task.frame_stack, observe)
     return float(np.mean(returns))
 
 
@@ -181,7 +190,8 @@ def run_latent(task: ControlTask, root: Path) -> dict:
     model, loss_train = train_lam(task, root)
     row = {**diagnose(model, task), "loss_train": loss_train}
     torch.manual_seed(task.seed)
-    pi = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=model.d_z))
+    pi = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=model.d_z,
+                                        in_channels=3 * task.frame_stack))
     _fit(task, pi, LatentPolicyObjective(model), _source(task, {"o": IMAGE}, range(task.n_train), task.policy_train),
          task.policy_train, task.folder(root, "policy", shared="robust-action" not in task.method), "policy")
     torch.manual_seed(task.seed)
@@ -195,13 +205,22 @@ def run_latent(task: ControlTask, root: Path) -> dict:
 
 
 def run_bc(task: ControlTask, root: Path) -> dict:
-    episodes = list(range(task.n_train)) if task.method == "bc-all" else task.labelled
+    episodes = task.labelled if task.method == "bc" else list(range(task.n_train))
     torch.manual_seed(task.seed)
-    bc = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=6))
-    loss = _fit(task, bc, BCObjective(), _source(task, {"o": IMAGE, "a": ACTION}, episodes, task.bc_train,
-                                                 labelled_episodes=episodes),
+    if task.method == "bc-state":  # pi_BC(a|s): the decoder's MLP on the proprio state, no frames
+        from exolam.data.lerobot import open_dataset
+
+        d_s = open_dataset(task.data).features[STATE]["shape"][0]
+        bc, fields = ActionDecoder(dataclasses.replace(task.decoder, d_z=d_s)), {"o": STATE, "a": ACTION}
+        task = dataclasses.replace(task, frame_stack=1)  # a state is not stacked
+    else:
+        bc = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=6,
+                                            in_channels=3 * task.frame_stack))
+        fields = {"o": IMAGE, "a": ACTION}
+    loss = _fit(task, bc, BCObjective(), _source(task, fields, episodes, task.bc_train, labelled_episodes=episodes),
                 task.bc_train, task.folder(root, "bc"), "bc")
-    return {"return": _returns(task, bc_policy(bc.eval())), "loss_train": loss}
+    observe = "state" if task.method == "bc-state" else "image"
+    return {"return": _returns(task, bc_policy(bc.eval()), observe), "loss_train": loss}
 
 
 def expert_return(task: ControlTask) -> dict:
