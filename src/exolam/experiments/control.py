@@ -155,8 +155,10 @@ def quick_config() -> Config:
 def cpu_config() -> Config:
     """The claims at reduced scale on 2 cores: 50 episodes x 1000 steps at 32 px, 3 seeds. LAM lr 1e-3:
     at App. C's 3e-4 a 32 px LAM of this size learned no latent action within 2,000 updates (`exolam
-    diagnose`: the FDM ignored z, error x1.01 with z permuted); at 1e-3 it did (x3.5)."""
-    return _small(Config(), episodes=50, test_episodes=5, label_fractions=(0.1,),
+    diagnose`: the FDM ignored z, error x1.01 with z permuted); at 1e-3 it did (x3.5). Frames stored
+    losslessly (the policies train on the renders they see live); one frame: a stack of 2-4 gave pixel
+    BC no return within the seed noise at this budget (docs/results/control-cpu-stack/analysis)."""
+    return _small(Config(), episodes=50, test_episodes=5, label_fractions=(0.1,), codec="h264-lossless",
                   model=LapoLAMConfig(idm_channels=(32, 64, 64), fdm_channels=(16, 32, 64)),
                   train=TrainConfig(steps=3000, batch_size=32, lr=1e-3),
                   policy=PolicyConfig(channels=(16, 32, 64), hidden=128),
