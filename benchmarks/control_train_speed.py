@@ -91,7 +91,7 @@ def build(cfg, variant: str, data: str, workers: int):
                        labelled_episodes=labelled, flow="robust-flow" in terms)
     source = WindowSource(ds, 0, 1_000_000, cfg.train.batch_size, num_workers=workers)
     torch.manual_seed(0)
-    lam = LapoLAM(dataclasses.replace(cfg.model, encoder=encoder, frame=cfg.env.image_size))
+    lam = LapoLAM(dataclasses.replace(cfg.model, encoder=encoder, image_size=cfg.env.image_size))
     objective = Objective(objective_text, lam.d_z, {"action": 6, "flow": flow_dim()})
     return lam, objective, [ema_hook] if encoder == "ema" else [], source
 
@@ -230,7 +230,7 @@ def main() -> None:
 
     cfg = cpu_config()
     torch.manual_seed(0)
-    pi = ConvPolicy(dataclasses.replace(cfg.policy, frame=cfg.env.image_size, out_dim=6)).eval()
+    pi = ConvPolicy(dataclasses.replace(cfg.policy, image_size=cfg.env.image_size, out_dim=6)).eval()
     act = bc_policy(pi)
     eval_rate(cfg, act, 1, 5)  # warm-up: GL contexts
     zero = eval_rate(cfg, lambda images: np.zeros((images.shape[0], 6), np.float32), args.eval_episodes,

@@ -4,7 +4,7 @@
    224x224, with AV1 (libsvtav1) and h264 (libx264), and reports the encoding rate;
 2. measures decoded windows/s through `WindowSource` (o_t, o_{t+1}, uniformly random windows, resized to
    64x64 when stored larger, batch --batch) with W = 0, 1, 2 DataLoader workers;
-3. measures updates/s of a plain Adam step of the VQ LAM (`VQLAM(VQLAMConfig(in_channels=3, frame=64,
+3. measures updates/s of a plain Adam step of the VQ LAM (`VQLAM(VQLAMConfig(in_channels=3, image_size=64,
    idm_channels=(32, 32, 32)))`, objective `lam`, batch 128, fp32, 1 thread), i.e. the frames/s training
    consumes (2 per transition), and prints decoded/needed: below 1 the loader would starve training.
 
@@ -76,7 +76,7 @@ def loader_rate(root: Path, workers: int, batch: int, seconds: float) -> float:
 def train_rate(steps: int) -> float:
     """Adam updates per second of the VQ LAM on 64x64 RGB, batch 128, fp32, 1 thread."""
     torch.manual_seed(0)
-    model = VQLAM(VQLAMConfig(in_channels=3, frame=64, idm_channels=(32, 32, 32)))
+    model = VQLAM(VQLAMConfig(in_channels=3, image_size=64, idm_channels=(32, 32, 32)))
     objective = Objective("lam", model.d_z, {})
     opt = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-3)
     batch = Transitions(o=torch.rand(128, 3, 64, 64), o_next=torch.rand(128, 3, 64, 64))
