@@ -345,3 +345,26 @@ def test_v21_video_shorter_than_episode(tmp_path):
     ds = open_dataset(tmp_path / "v21")  # per-episode files are checked when first read
     with pytest.raises(ConfigError, match=r"episode_000001\.mp4: holds 3 frames, episode 1 needs frames 0\.\.3"):
         ds.frames(CAM, 1, 0, 1)
+
+
+def test_to_timestamp_of_the_last_frame_is_read_with_a_note(copy, capsys):
+    """Some writers record a video's to_timestamp as the time of the episode's last frame, one frame short
+    (../shared/data/open50-10ep, which LeRobot's own reader loads whole): unambiguous, since frames are read
+    from from_timestamp, so it is read (every frame, the last included) and said once; a gap of two frames
+    is not a convention and stays refused."""
+    before = [open_dataset(copy).frames(CAM, e) for e in range(len(LENGTHS))]
+
+    def last_frame_time(cols):
+        cols[f"videos/{CAM}/to_timestamp"] = [t - 1 / FPS for t in cols[f"videos/{CAM}/to_timestamp"]]
+
+    rewrite_parquet(copy / EPISODES, last_frame_time)
+    capsys.readouterr()
+    ds = open_dataset(copy)
+    assert ds.episode_lengths == list(LENGTHS)
+    assert all(np.array_equal(ds.frames(CAM, e), before[e]) for e in range(len(LENGTHS)))
+    open_dataset(copy)
+    err = capsys.readouterr().err
+    assert err.count("exolam: note:") == 1 and "time of their last frame" in err and "3 of 3 episodes" in err
+    rewrite_parquet(copy / EPISODES, last_frame_time)  # now two frames short
+    with pytest.raises(ConfigError, match="spans"):
+        open_dataset(copy)

@@ -1,7 +1,10 @@
 """The one error type for bad user input (a value out of range, a missing file, NaN data).
 
 The CLI turns it into one line on stderr and exit code 2; nothing half-written is left behind.
+`note` says, once, what was assumed where the input was unambiguous but unusual.
 """
+
+import sys
 
 
 class ConfigError(ValueError):
@@ -28,3 +31,15 @@ def check_positive_int(name: str, value) -> None:
     """Raise ConfigError unless `value` is an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} = {value!r} must be a positive integer")
+
+
+_NOTED: set[tuple[str, str]] = set()
+
+
+def note(where, message: str) -> None:
+    """One stderr line `exolam: note: WHERE: MESSAGE`, once per process: input read by an assumption that
+    the data left unambiguous (e.g. a writer's convention), said rather than refused or kept silent."""
+    key = (str(where), message)
+    if key not in _NOTED:
+        _NOTED.add(key)
+        print(f"exolam: note: {where}: {message}", file=sys.stderr, flush=True)

@@ -37,7 +37,9 @@ episode_index // chunks_size (v2.0 is read the same way).
 
 Reading: episodes must be numbered 0..N-1; an episode's tasks come from its metadata row (`tasks`), so
 tasks.parquet / tasks.jsonl are not needed; frame t of an episode is the frame shown at
-from_timestamp + t / fps in its mp4 (index round(time * fps), as LeRobot's torchcodec path does). Video
+from_timestamp + t / fps in its mp4 (index round(time * fps), as LeRobot's torchcodec path does), so
+to_timestamp only checks the length: one frame past the last (our writer, LeRobot's), or the last frame's
+own time (some writers: read, with one `note` line), anything else refused. Video
 features whose `names` start with "channel(s)" (a few ported v2.0 datasets) have shape [C, H, W].
 
 Field names were checked against huggingface/lerobot: `docs/source/lerobot-dataset-v3.mdx` (layout),
@@ -69,7 +71,7 @@ import pyarrow.parquet as pq
 from exolam.data import video
 from exolam.data.columns import column_numpy, np_dtype, parquet_schema
 from exolam.data.layout import LEGACY, VERSION
-from exolam.errors import ConfigError
+from exolam.errors import ConfigError, note
 from exolam.runs.files import read_json
 
 __all__ = ["LeRobotDataset", "open_dataset"]
@@ -176,7 +178,7 @@ class LeRobotDataset:
             cols = pq.read_table(f, columns=need + (["tasks"] if "tasks" in names else [])).to_pydict()
             rows += [(f, {k: v[r] for k, v in cols.items()}) for r in range(len(cols["episode_index"]))]
         rows.sort(key=lambda fr: fr[1]["episode_index"])
-        episodes = []
+        episodes, last_frame_stamps = [], set()
         for i, (f, r) in enumerate(rows):
             if r["episode_index"] != i:
                 raise ConfigError(f"{f}: episode_index {r['episode_index']} found where {i} was expected "
@@ -189,13 +191,19 @@ class LeRobotDataset:
             ep = _Episode(i, n, list(r.get("tasks") or []), data)
             for key in self.video_keys:
                 t0, t1 = r[f"videos/{key}/from_timestamp"], r[f"videos/{key}/to_timestamp"]
-                if round((t1 - t0) * self.fps) != n:
+                if round((t1 - t0) * self.fps) == n - 1 and n > 1:  # to_timestamp = the last frame's own time
+                    last_frame_stamps.add(i)
+                elif round((t1 - t0) * self.fps) != n:
                     raise ConfigError(f"{f}: episode {i}: {key} spans {t1 - t0:.4f} s = {(t1 - t0) * self.fps:.2f} "
                                       f"frames at {self.fps} fps, but its length is {n} frames")
                 path = self._path("video_path", f, i, video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
                                   file_index=r[f"videos/{key}/file_index"])
                 ep.videos[key] = (path, round(t0 * self.fps))
             episodes.append(ep)
+        if last_frame_stamps:
+            note(self.root, f"to_timestamp of {len(last_frame_stamps)} of {len(episodes)} episodes is the time of "
+                            "their last frame, not one frame past it; their frames are read from from_timestamp + "
+                            "t / fps for t < length, as LeRobot's reader does")
         return episodes
 
     def _open_legacy(self) -> list[_Episode]:
