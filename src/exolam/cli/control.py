@@ -93,7 +93,8 @@ def videos(args: list[str]) -> int:
         return 0
     cfg = project(cmd, VideosConfig).validate()
     check_outside(Path(cmd.out), {"--expert": cfg.expert or None})
-    paths = write_videos(cfg, load_expert(cfg.expert or None), cmd.out)
+    print(f"[videos] {cfg.episodes} x {cfg.steps} steps of {cfg.env.domain}-{cfg.env.task} -> {cmd.out}", flush=True)
+    paths = write_videos(cfg, load_expert(cfg.expert or None), cmd.out, log=lambda m: print(m, flush=True))
     print(f"videos: {len(paths)} mp4 files in {cmd.out} (import them with `exolam import mp4 {cmd.out} --out DST`)")
     return 0
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from exolam.data.importers_base import ImportOptions
 from exolam.data.lerobot_write import write_dataset
-from exolam.errors import ConfigError
+from exolam.errors import ConfigError, note
 from exolam.runs.files import atomic_write, load_npz, open_staging, read_json, save_npz
 from exolam.runs.outdir import check_outside, claim
 
@@ -81,6 +81,10 @@ def import_dataset(kind: str, src, out, options: ImportOptions | None = None, *,
             except ConfigError:  # refused (bad input, a full disk): nothing of this import stays
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            if kind == "mp4" and opts.fps is None:  # said once it is written (a refusal stays one line)
+                note(out, f"fps {source.fps}, the videos' own frame rate (--fps resamples them)")
+            if kind in ("mp4", "npz") and opts.task is None:
+                note(out, "no --task: every episode's task is the empty string")
             return out
     finally:
         source.close()

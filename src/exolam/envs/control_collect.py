@@ -289,10 +289,10 @@ class VideosConfig:
         return self
 
 
-def write_videos(cfg: VideosConfig, policy, out) -> list[Path]:
+def write_videos(cfg: VideosConfig, policy, out, log=None) -> list[Path]:
     """Episode e of `collect(cfg.env, policy, ..., seed=cfg.seed)` (same frames, no paired render) as
     `out/episode_{e:06d}.mp4`; an existing file is kept (a killed run resumes), each is written under a
-    temporary name and renamed."""
+    temporary name and renamed. `log(line)`, if given, hears of every episode written."""
     cfg.validate()
     if cfg.env.image_size % 2:
         raise ConfigError(f"env.image_size = {cfg.env.image_size} must be even to be stored as video (yuv420p)")
@@ -319,6 +319,8 @@ def write_videos(cfg: VideosConfig, policy, out) -> list[Path]:
                         tmp.unlink(missing_ok=True)
                         raise
                     os.replace(tmp, path)
+                    if log is not None:
+                        log(f"[videos] episode {e + 1}/{cfg.episodes}: {len(frames)} frames -> {path}")
                 paths.append(path)
         finally:
             env.close()
