@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from exolam.data.importers_base import ImportOptions
@@ -35,6 +34,7 @@ from exolam.data.lerobot_write import write_dataset
 from exolam.errors import ConfigError, note
 from exolam.runs.files import atomic_write, load_npz, open_staging, read_json, save_npz
 from exolam.runs.outdir import check_outside, claim
+from exolam.runs.progress import bar as progress_bar
 
 FORMAT, SPEC, DONE = 1, "spec.json", "exolam_import.json"
 
@@ -105,12 +105,12 @@ def _stage_and_write(kind: str, source, spec: dict, staging: Path, out: Path, op
     n = len(source)
     open_staging(staging, SPEC, spec, lambda path: _check_spec(path, spec, "staging was made"))
     todo = [i for i in range(n) if not (staging / _name(i)).exists()]
-    bar = _bar(n, n - len(todo), f"import {kind}", progress)
+    bar = progress_bar(n, n - len(todo), f"import {kind}", show=progress, every=10, unit="episodes")
     for i in todo:
         save_npz(staging / _name(i), source.episode(i))
         bar and bar.update()
     bar and bar.close()
-    bar = _bar(n, 0, "write v3.0", progress)
+    bar = progress_bar(n, 0, "write v3.0", show=progress, every=10, unit="episodes")
 
     def staged():
         for i in range(n):
@@ -125,14 +125,6 @@ def _stage_and_write(kind: str, source, spec: dict, staging: Path, out: Path, op
 
 def _name(i: int) -> str:
     return f"episode_{i:06d}.npz"
-
-
-def _bar(total: int, start: int, desc: str, progress: bool):
-    if not (progress and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc=desc, leave=False)
 
 
 def _spec_diff(have: dict, want: dict) -> list[str]:

@@ -23,8 +23,9 @@ function of (seed, step) alone, ends bit-identical on CPU fp32 to a run never in
 checkpoint written by another spec is refused, not overwritten.
 
 Metrics: `metrics.jsonl` gets {"step", "loss", per-term parts} every `log_every` updates (rank 0;
-lines beyond the resumed step are dropped on resume). A tqdm bar is shown on rank 0 when stderr is
-a terminal.
+lines beyond the resumed step are dropped on resume). Progress on rank 0: a tqdm bar with the loss,
+updates/s and the ETA when stderr is a terminal; otherwise, with `progress_every` N, one stderr line
+every N updates (the logs of a SLURM job), or nothing (a sweep's workers: the sweep reports rows).
 
 `train_or_resume` is the one place that decides, for one model in one checkpoint folder, whether it
 is finished, resumes, or belongs to another run, and runs `fit` in this process or in N.
@@ -49,6 +50,7 @@ from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models import checkpoint
 from exolam.objectives import Objective, format_objective
+from exolam.runs import progress
 from exolam.runs.files import atomic_write, to_jsonable
 from exolam.runs.launch import launched_externally
 
@@ -245,11 +247,12 @@ Hook = Callable[[int, nn.Module], None]
 
 def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig, *, spec: dict,
         ckpt: str | Path | None = None, hooks: Sequence[Hook] = (), metrics: str | Path | None = None,
-        desc: str = "train", lr_flag: str = "--train.lr") -> FitResult:
+        desc: str = "train", lr_flag: str = "--train.lr", progress_every: int = 0) -> FitResult:
     """Train `model` with `objective` on `source` for cfg.steps updates (resuming from `ckpt`).
 
     `spec`: JSON-able identity of the run (what determines its weights); a checkpoint whose spec
     differs is refused. `lr_flag`: how the calling command spells the learning rate, named when training diverges.
+    `progress_every`: updates between progress lines when stderr is not a terminal (0: none).
     """
     trainee = Trainee(model, objective)
     opt = torch.optim.Adam(trainee.parameters(), lr=cfg.lr, foreach=True)  # not fused: 6-15x slower on CPU
@@ -261,7 +264,7 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     tail_from = cfg.steps - max(1, cfg.steps // 100)
     rank0 = fabric.global_rank == 0
     log = _Metrics(metrics, start) if metrics is not None and rank0 else None
-    bar = _bar(cfg.steps, start, desc, rank0)
+    bar = progress.bar(cfg.steps, start, desc, show=rank0, every=progress_every, unit="upd")
     world, rank = fabric.world_size, fabric.global_rank
     local = cfg.batch_size // world
     t0 = time.perf_counter()
@@ -288,7 +291,10 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
             log.write({"step": done, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
         if ckpt is not None and done % cfg.save_every == 0 and done < cfg.steps:
             save(fabric, ckpt, model, objective, opt, spec, cfg, source, done, acc)
-        bar is not None and bar.update(1)
+        if bar is not None:
+            bar.update(1)
+            if done % 10 == 0 or done == cfg.steps:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", refresh=False)
     seconds = time.perf_counter() - t0
     bar is not None and bar.close()
     loss_train = float(fabric.all_reduce(acc, reduce_op="mean")) / max(1, cfg.steps - tail_from)
@@ -381,10 +387,3 @@ def _step_of(line: str) -> int:
     except (ValueError, KeyError, TypeError):
         return sys.maxsize
 
-
-def _bar(total: int, start: int, desc: str, rank0: bool):
-    if not (rank0 and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc=desc, leave=False)

@@ -349,5 +349,6 @@ def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = No
     objective = Objective(p.objective, model.d_z, p.target_dims)
     hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else ()
     result = engine.fit(fabric, model, objective, p.source(), cfg.train, spec=spec, ckpt=ckpt, hooks=hooks,
-                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train")
+                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train",
+                        progress_every=cfg.train.log_every)
     return result.loss_train
