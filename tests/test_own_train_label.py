@@ -85,7 +85,11 @@ def test_train_writes_checkpoint_metrics_and_resolved_config(run, data):
     meta = checkpoint.read_config(run / "checkpoint")
     assert meta["step"] == 4 and meta["spec"]["input"] == {"camera": IMG, "image_size": 32, "channels": 3,
                                                            "stored_shape": [32, 32, 3], "frame_gap": 2}
-    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "guard" not in r] == [1, 2, 3, 4]
+    guards = [r for r in lines if "guard" in r]  # the last update is always guarded
+    assert [r["step"] for r in guards] == [4] and {"fdm_ratio", "z_swap", "usage", "loss"} <= set(guards[0]["guard"])
+    assert meta["guard"]["step"] == 4 and (run / "guards.png").exists()
     lam = checkpoint.load_model(run / "checkpoint")
     assert lam.cfg.idm_channels == (8, 8) and lam.cfg.image_size == 32
 
@@ -319,3 +323,22 @@ def test_frozen_features_are_cached_once_and_train_like_the_encoder(free, tmp_pa
         np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), atol=2e-3, err_msg=k)
     with pytest.raises(ConfigError, match="--no-cache-features applies only with a frozen --encoder"):
         train_command(f"--data {free} --out {tmp_path / 'x'} --no-cache-features".split())
+
+
+def test_guards_find_an_untrained_lam_degenerate_and_can_stop(free, tmp_path, capsys):
+    """Known answer: after 4 updates a LAM has learned no latent action, so the guard calls it degenerate,
+    says diagnose's advice at the end, and --stop-if-degenerate ends the run with exit code 3 (its
+    resumable checkpoint kept)."""
+    from exolam.cli import main
+
+    args = ["train", "--data", str(free), "--image-size", "32", "--idm-channels", "8", "8", "--fdm-channels", "8", "8",
+            "--train.precision", "32", "--train.batch-size", "8", "--train.steps", "8", "--train.save-every", "2",
+            "--guard-every", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[guard] update") == 4 and "the trained LAM is degenerate" in out and "Train longer" in out
+    assert checkpoint.read_config(tmp_path / "a" / "checkpoint")["guard"]["degenerate"] is True
+    assert main([*args[:-1], "4", "--out", str(tmp_path / "b"), "--stop-if-degenerate"]) == 3  # guards at 4, 8
+    err = capsys.readouterr().err
+    assert err.startswith("exolam: stopped: update 4: the LAM is degenerate") and err.count("\n") == 1
+    assert (tmp_path / "b" / "checkpoint").exists()  # the last periodic checkpoint: resumable

@@ -43,3 +43,8 @@ def note(where, message: str) -> None:
     if key not in _NOTED:
         _NOTED.add(key)
         print(f"exolam: note: {where}: {message}", file=sys.stderr, flush=True)
+
+
+class Degenerate(Exception):
+    """Training stopped because the model learned no latent action (`exolam train --stop-if-degenerate`):
+    the CLI prints one line and exits with code 3 (not 2: the input was fine)."""

@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 
-from exolam.errors import ConfigError
+from exolam.errors import ConfigError, Degenerate
 
 # command -> (module.function that runs it, the class that declares it, its one line; tests/test_cli_help.py
 # checks that the line is the first line of the class's docstring)
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"exolam: error: {e}", file=sys.stderr)
         return 2
+    except Degenerate as e:  # --stop-if-degenerate: the input was fine, the model learned nothing
+        print(f"exolam: stopped: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("exolam: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -51,6 +51,8 @@ from exolam.runs.outdir import claim
 THRESHOLDS = {"consistency_yes": 0.5, "consistency_no": 0.1, "swap_yes_db": 1.0, "swap_no_db": 0.3,
               "fdm_ignores_z_ratio": 1.1, "z_ignores_next": 0.05, "collapse_perplexity": 1.5}
 STATE, O_DIMS, MIN_TRAIN, MIN_TEST = "observation.state", 256, 10, 5
+ADVICE = ("Train longer, use a larger --frame-gap (frames k steps apart differ more), or check the bottleneck, then "
+          "diagnose again.")
 
 
 def _skip(reason: str) -> dict:  # a section the data does not allow, and why
@@ -272,8 +274,7 @@ def verdict(paired: dict, fdm: dict | None = None, nxt: dict | None = None) -> d
     if broken:
         return {"answer": "degenerate", "r": paired.get("consistency_relative"),
                 "text": f"This LAM learned no latent action: {' and '.join(broken)} (see below), so whether z encodes "
-                "exogenous content is moot. Train longer, use a larger --frame-gap (frames k steps apart differ "
-                "more), or check the bottleneck, then diagnose again."}
+                "exogenous content is moot. " + ADVICE}
     if not paired.get("measured"):
         return {"answer": "undecided", "text": "Cannot be decided from this data: it has no paired views "
                 "(`<camera>_alt`). Look at the saliency maps (does z read the background or distractors?) and run "

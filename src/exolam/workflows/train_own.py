@@ -53,7 +53,7 @@ from exolam.data.features import CachedFeatures, cache_features
 from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields, stored_shape
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
-from exolam.data.windows import WindowDataset, WindowSource
+from exolam.data.windows import WindowDataset, WindowSource, collate
 from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models import checkpoint
 from exolam.models.checkpoint import OWN_LAM as KIND
@@ -66,8 +66,10 @@ from exolam.runs.launch import launched_externally
 from exolam.runs.outdir import check_outside, claim
 from exolam.train import engine
 from exolam.train.engine import TrainConfig, check_memory
+from exolam.workflows.guards import Guard
 
 MODELS = ("lapo", "vq")
+GUARD_WINDOWS = 256  # windows the guards measure on (a fixed sample of the training windows)
 MAX_VQ_SIZE = 64
 FROZEN_ONLY = ("encoder_spec", "proj_channels", "encoder_fingerprint")  # LapoLAMConfig fields of encoder "frozen"
 
@@ -112,6 +114,10 @@ class TrainOwnConfig:
     """where the model trains"""
     num_workers: int = 0
     """DataLoader worker processes decoding video"""
+    guard_every: int = 500
+    """updates between the guards (is a latent action being learned? workflows/guards.py); 0: none"""
+    stop_if_degenerate: bool = False
+    """end training (exit code 3) when a guard after a quarter of the updates finds the LAM degenerate"""
     cache_features: bool = True
     """frozen --encoder: train on f(I) computed once per frame (OUT/features), not at every update; not
     where the frames are needed (robust-flow, --paired-view augment) nor under torchrun / SLURM"""
@@ -124,7 +130,7 @@ class TrainOwnConfig:
                 raise ConfigError(f"--{name} is required (a folder)")
         for name in ("image_size", "frame_gap"):
             check_positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
-        for name in ("seed", "num_workers"):
+        for name in ("seed", "num_workers", "guard_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} = {v!r} must be an integer >= 0")
@@ -347,8 +353,20 @@ def _fit(fabric, cfg: TrainOwnConfig, ckpt: str, spec: dict, p: Plan | None = No
     p = p or plan(cfg)
     model = p.model()
     objective = Objective(p.objective, model.d_z, p.target_dims)
-    hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else ()
-    result = engine.fit(fabric, model, objective, p.source(), cfg.train, spec=spec, ckpt=ckpt, hooks=hooks,
-                        metrics=Path(ckpt).parent / "metrics.jsonl", desc="train",
-                        progress_every=cfg.train.log_every)
+    hooks = [ema_hook] if getattr(model.cfg, "encoder", "pixels") == "ema" else []
+    source, out = p.source(), Path(ckpt).parent
+    guard = None
+    if cfg.guard_every and fabric.world_size == 1:  # one process measures; N would each stop on their own
+        windows = source.dataset
+        pick = torch.randperm(len(windows), generator=torch.Generator().manual_seed(cfg.seed))[:GUARD_WINDOWS]
+        batch = collate([windows[int(i)] for i in sorted(pick.tolist())]).to(fabric.device)
+        guard = Guard(batch, cfg.guard_every, cfg.train.steps, out / "metrics.jsonl", cfg.stop_if_degenerate,
+                      log=lambda m: print(m, flush=True))
+        hooks.append(guard)
+    result = engine.fit(fabric, model, objective, source, cfg.train, spec=spec, ckpt=ckpt, hooks=hooks,
+                        metrics=out / "metrics.jsonl", desc="train", progress_every=cfg.train.log_every)
+    last = guard.finish(out) if guard is not None else None
+    if last is not None and fabric.global_rank == 0:  # the checkpoint keeps the last guard's verdict
+        meta = json.loads((Path(ckpt) / "config.json").read_text())
+        atomic_write(Path(ckpt) / "config.json", json.dumps({**meta, "guard": last}, indent=2) + "\n")
     return result.loss_train
