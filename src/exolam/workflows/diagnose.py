@@ -245,7 +245,8 @@ def saliency_section(model, ds, camera: str, batch, n_windows: int = 64) -> tupl
     b = batch.index(slice(0, n_windows))
     o, on = b.o.clone().float().requires_grad_(True), b.o_next.clone().float().requires_grad_(True)
     with evaluating(model), torch.enable_grad():  # z_pre: a quantized z is piecewise constant in the pixels
-        z = model.idm(o, on).z_pre if hasattr(model, "idm") else model.encode(o, on)
+        idm = model.idm(o, on) if hasattr(model, "idm") else None
+        z = idm.z_pre if idm is not None else model.encode(o, on)
         if z.requires_grad:
             z.float().flatten(1).norm(dim=1).sum().backward()
     if o.grad is None and on.grad is None:
@@ -261,7 +262,8 @@ def saliency_section(model, ds, camera: str, batch, n_windows: int = 64) -> tupl
             share = (sal * m).flatten(1).sum(1)[ok] / tot[ok]
             out[f"exo_share_{name}"] = float(share.mean()) if ok.any() else math.nan
             out[f"exo_area_{name}"] = float(m.flatten(1).double().mean(1)[ok].mean()) if ok.any() else math.nan
-    maps = {"o": b.o, "o_next": b.o_next, "sal_o": sal_o.detach(), "sal_o_next": sal_n.detach()}
+    maps = {"o": b.o, "o_next": b.o_next, "sal_o": sal_o.detach(), "sal_o_next": sal_n.detach(),
+            "quantized": idm is not None and idm.codes is not None}
     return out, maps
 
 

@@ -35,25 +35,36 @@ def short_num(x) -> str:
 
 
 def saliency_figure(maps: dict, path: Path) -> None:
-    """Rows: windows; columns: o, o', saliency on o (overlay), saliency on o' (overlay)."""
-    n = min(N_SHOW, len(maps["o"]))
-    fig, axes = figure(n, 4, width=2.4, height=2.4)
-    vmax = float(max(maps["sal_o"][:n].max(), maps["sal_o_next"][:n].max())) or 1.0
-    for r in range(n):
-        for c, (title, img, sal) in enumerate((("o", maps["o"][r], None), ("o'", maps["o_next"][r], None),
-                                               ("|d||z||/d o|", maps["o"][r], maps["sal_o"][r]),
-                                               ("|d||z||/d o'|", maps["o_next"][r], maps["sal_o_next"][r]))):
+    """Rows: windows spread over the diagnosed sample (labelled by their number in it); columns: o, o',
+    saliency on o and on o' over the frame, one colour scale (the colour bar); saliency under 5 % of
+    the largest is left out, so a frame z does not read shows as the frame, not darkened."""
+    import numpy as np
+
+    rows = np.unique(np.linspace(0, len(maps["o"]) - 1, min(N_SHOW, len(maps["o"]))).round().astype(int))
+    fig, axes = figure(len(rows), 4, width=2.4, height=2.4)
+    vmax = float(max(maps["sal_o"][rows].max(), maps["sal_o_next"][rows].max())) or 1.0
+    shown = None
+    for r, w in enumerate(rows):
+        for c, (title, img, sal) in enumerate((("o", maps["o"][w], None), ("o'", maps["o_next"][w], None),
+                                               ("|d||z||/d o|", maps["o"][w], maps["sal_o"][w]),
+                                               ("|d||z||/d o'|", maps["o_next"][w], maps["sal_o_next"][w]))):
             ax = axes[4 * r + c]
-            pic = img.permute(1, 2, 0).clamp(0, 1).numpy()
-            ax.imshow(pic[..., 0] if pic.shape[-1] == 1 else pic[..., :3], cmap="gray", vmin=0, vmax=1)
+            pic = img[-3:].permute(1, 2, 0).clamp(0, 1).numpy()  # a stack of frames: its newest
+            ax.imshow(pic[..., 0] if pic.shape[-1] == 1 else pic, cmap="gray", vmin=0, vmax=1)
             if sal is not None:
-                ax.imshow(sal.numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=vmax)
+                shown = ax.imshow(np.ma.masked_less(sal.numpy(), 0.05 * vmax), cmap="inferno", alpha=0.7, vmin=0,
+                                  vmax=vmax)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=9)
-    fig.suptitle("saliency of ||z|| (z_pre for VQ; one colour scale; cf. paper Fig. 3 left)", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"window {int(w)}", fontsize=8)
+    what = "||z_pre|| (before quantization)" if maps.get("quantized") else "||z||"
+    fig.suptitle(f"saliency of {what}, one colour scale (cf. paper Fig. 3 left)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if shown is not None:
+        fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01, label="|d||z|| / d pixel|")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     close(fig)
 
 
