@@ -342,3 +342,20 @@ def test_guards_find_an_untrained_lam_degenerate_and_can_stop(free, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("exolam: stopped: update 4: the LAM is degenerate") and err.count("\n") == 1
     assert (tmp_path / "b" / "checkpoint").exists()  # the last periodic checkpoint: resumable
+
+
+def test_a_finished_run_extends_to_more_updates_as_if_trained_that_long(data, run, tmp_path, capsys):
+    """--train.steps raised on a finished run continues it (the update count is not part of a run's identity:
+    a longer run's minibatch stream begins with the shorter one's), bit-identical on CPU fp32 to a run
+    trained that long at once; fewer updates than it has is refused."""
+    longer = tmp_path / "longer"
+    shutil.copytree(run, longer)
+    flags = "--train.save-every 2 --frame-gap 2"
+    assert train_command(tiny(data, longer, f"--train.steps 8 {flags}")) == 0
+    assert train_command(tiny(data, tmp_path / "fresh", f"--train.steps 8 {flags}")) == 0
+    a, b = (load_file(d / "checkpoint" / "model.safetensors") for d in (longer, tmp_path / "fresh"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = checkpoint.read_config(longer / "checkpoint")
+    assert meta["step"] == 8 and meta["resumed_from"] == 4
+    with pytest.raises(ConfigError, match="trained for 8 updates, more than the 6 asked"):
+        train_command(tiny(data, longer, f"--train.steps 6 {flags}"))

@@ -259,9 +259,11 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
     trainee, opt = fabric.setup(trainee, opt)
     ckpt = None if ckpt is None else checkpoint.resolve(ckpt)
     start, acc = 0, torch.zeros((), device=fabric.device)
-    if ckpt is not None and ckpt.exists():
-        start, acc = _resume(ckpt, spec, model, objective, opt, fabric)
     tail_from = cfg.steps - max(1, cfg.steps // 100)
+    if ckpt is not None and ckpt.exists():
+        start, acc, target = _resume(ckpt, spec, model, objective, opt, fabric)
+        if target != cfg.steps:  # a run extended to more updates: its old tail is not this one's
+            acc, tail_from = torch.zeros_like(acc), max(tail_from, start)
     rank0 = fabric.global_rank == 0
     log = _Metrics(metrics, start) if metrics is not None and rank0 else None
     bar = progress.bar(cfg.steps, start, desc, show=rank0, every=progress_every, unit="upd")
@@ -310,11 +312,15 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
 
 def checkpoint_state(ckpt: str | Path, spec: dict, steps: int, other: str | None = None) -> str:
     """'new', 'partial' or 'finished' (ran to `steps`, its loss_train recorded) for the checkpoint folder
-    `ckpt` of a run with `spec`; a checkpoint of another spec is refused with one line (`other`, if given)."""
+    `ckpt` of a run with `spec`; a checkpoint of another spec is refused with one line (`other`, if given),
+    and one already past `steps` too (a run is extended, never cut short)."""
     ckpt = checkpoint.resolve(ckpt)
     if not ckpt.exists():
         return "new"
     meta = _same_spec(ckpt, spec, other)
+    if int(meta.get("step", 0)) > steps:
+        raise ConfigError(f"checkpoint {ckpt}: trained for {meta.get('step')} updates, more than the {steps} asked "
+                          "(a run is extended, never cut short); ask for at least that many or choose another --out")
     return "finished" if meta.get("step") == steps and "loss_train" in meta else "partial"
 
 
@@ -350,19 +356,23 @@ def save(fabric, ckpt: Path, model, objective, opt, spec: dict, cfg: TrainConfig
 
 
 def _same_spec(ckpt: Path, spec: dict, other: str | None = None) -> dict:
-    """config.json of checkpoint `ckpt`, refused (one line, `other` if given) unless a run of `spec` wrote it."""
+    """config.json of checkpoint `ckpt`, refused (one line, `other` if given) unless a run of `spec` wrote it.
+    The number of updates is not part of a run's identity: the minibatch stream of a longer run begins
+    with a shorter one's (data/sampling.py), so a finished run extended to more updates is that longer run."""
     meta = checkpoint.read_config(ckpt)
-    if meta.get("spec") != json.loads(json.dumps(spec)):
+    if _but_steps(meta.get("spec")) != _but_steps(json.loads(json.dumps(spec))):
         raise ConfigError(other or f"checkpoint {ckpt}: written by another run (its spec differs from this one's); "
                           "remove it or choose another --out")
     return meta
 
 
-def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int, torch.Tensor]:
-    _same_spec(ckpt, spec)
+def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int, torch.Tensor, int]:
+    """(step, tail loss sum, the update count it was trained towards) of checkpoint `ckpt`, loaded."""
+    meta = _same_spec(ckpt, spec)
     checkpoint.load_state(model, ckpt / "model.safetensors", ckpt, type(model).__name__)
     state = checkpoint.read_training(ckpt, objective, opt)
-    return int(state["step"]), torch.tensor(state["loss_tail_sum"], dtype=torch.float32, device=fabric.device)
+    return (int(state["step"]), torch.tensor(state["loss_tail_sum"], dtype=torch.float32, device=fabric.device),
+            int(meta.get("steps", state["step"])))
 
 
 class _Metrics:
@@ -387,3 +397,9 @@ def _step_of(line: str) -> int:
     except (ValueError, KeyError, TypeError):
         return sys.maxsize
 
+
+def _but_steps(spec):
+    """`spec` without its train.steps (see `_same_spec`)."""
+    if isinstance(spec, dict) and isinstance(spec.get("train"), dict):
+        return {**spec, "train": {k: v for k, v in spec["train"].items() if k != "steps"}}
+    return spec
