@@ -359,3 +359,22 @@ def test_a_finished_run_extends_to_more_updates_as_if_trained_that_long(data, ru
     assert meta["step"] == 8 and meta["resumed_from"] == 4
     with pytest.raises(ConfigError, match="trained for 8 updates, more than the 6 asked"):
         train_command(tiny(data, longer, f"--train.steps 6 {flags}"))
+
+
+def test_label_as_action_gives_a_policy_its_action_feature(run, data, tmp_path):
+    """--as-action: `action` holds z (the last frame of each episode holding its last valid z: no jump to
+    zero), the recorded action moves to `action.true`, and features and stats say so."""
+    out = tmp_path / "as-action"
+    assert label_command(f"--checkpoint {run} --data {data} --out {out} --as-action".split()) == 0
+    src, dst = open_dataset(data), open_dataset(out)
+    assert dst.features["action"]["shape"] == [8] and dst.features["action.true"] == src.features["action"]
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    assert {"action", "action.true"} <= set(stats) and len(stats["action"]["mean"]) == 8
+    for e, n in enumerate(src.episode_lengths):
+        z, valid, act = (dst.column(k, e) for k in ("latent_action", "latent_action_is_valid", "action"))
+        assert np.array_equal(dst.column("action.true", e), src.column("action", e))
+        k = int((~valid[:, 0]).sum())
+        assert k == 2 and np.array_equal(act[:n - k], z[:n - k])  # frame gap 2: two frames without o_t+k
+        assert all(np.array_equal(act[t], z[n - k - 1]) for t in range(n - k, n))
+    with pytest.raises(ConfigError, match="already has a 'latent_action' feature"):  # a labelled copy
+        label_command(f"--checkpoint {run} --data {out} --out {tmp_path / 'again'} --as-action".split())

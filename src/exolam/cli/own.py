@@ -58,6 +58,9 @@ class LabelCommand:
     """windows per IDM forward pass"""
     device: Literal["cpu", "cuda"] = "cpu"
     """where the IDM runs"""
+    as_action: bool = False
+    """also write z as the copy's `action` (last frames holding the last valid z; a recorded action becomes
+    `action.true`), so a LeRobot policy trains on the pseudo-actions as is"""
 
 
 def import_command(argv: list[str]) -> int:
@@ -102,6 +105,6 @@ def label_command(argv: list[str]) -> int:
     cmd = parse(LabelCommand, argv, "exolam label")
     if cmd is not None:
         path = label_dataset(cmd.checkpoint, cmd.data, cmd.out, cmd.camera, cmd.batch_size, cmd.device,
-                             log=lambda m: print(m, flush=True))
+                             log=lambda m: print(m, flush=True), as_action=cmd.as_action)
         print(f"labelled dataset: {path}")
     return 0

@@ -12,6 +12,10 @@ A LapoLAM on a frozen pretrained encoder (`exolam train --encoder SPEC`) is rebu
 the spec's local weights path (which must still exist, with the same weights); its encoder runs once per
 frame here (`LapoLAM.features` + `idm_on_features`), not once as o and again as o'.
 
+`as_action` (`--as-action`): z is also written as `action` (float32 [d_z]), each episode's last k frames
+holding its last valid z, so a LeRobot policy reads pseudo-actions where it reads actions; a recorded
+`action` is kept, renamed `action.true` (feature, column and stats).
+
 Rows are aligned with `frame_index`: the label of frame t describes the change from t to t + k (the
 action taken at t, as LeRobot's `action` is). Downstream code (a latent policy, an action decoder)
 must drop or mask the rows where `latent_action_is_valid` is False.
@@ -52,6 +56,7 @@ from exolam.runs.files import atomic_dir, atomic_write
 from exolam.runs.outdir import check_outside, claim
 
 Z, VALID, CODE = "latent_action", "latent_action_is_valid", "latent_action_code"
+ACTION, TRUE_ACTION = "action", "action.true"  # `as_action`: z becomes `action`, a recorded one is kept aside
 PROVENANCE = "meta/exolam_label.json"
 
 
@@ -64,11 +69,14 @@ def _sha256(path: Path) -> str:
 
 
 def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 256, device: str = "cpu",
-                  log=print) -> Path:
+                  log=print, as_action: bool = False) -> Path:
     """Write the labelled copy of `data` at `out` (module docstring); returns `out`.
 
     `ckpt`: a checkpoint folder, or the --out folder of `exolam train` (its checkpoint/ is used).
     `camera`: default the checkpoint's camera (a dataset without it is refused; `input_camera`).
+    `as_action`: z is also the copy's `action` feature (the last k frames of an episode hold its last
+    valid z), so a LeRobot policy trains on the pseudo-actions as it would on actions; a recorded
+    `action` is kept as `action.true`.
     """
     check_positive_int("--batch-size", batch_size)
     if device not in ("cpu", "cuda"):
@@ -80,13 +88,14 @@ def label_dataset(ckpt, data, out, camera: str | None = None, batch_size: int = 
     check_outside(out, {"--data": data, "--checkpoint": ckpt})  # before the checkpoint and dataset are read
     meta, inp = checkpoint_input(ckpt)
     ds = open_dataset(data)
-    for key in (Z, VALID, CODE):
+    for key in (Z, VALID, CODE) + ((TRUE_ACTION,) if as_action else ()):
         if key in ds.features:
             raise ConfigError(f"{data}: already has a '{key}' feature (a labelled copy?); label the original dataset")
     camera = input_camera(ckpt, inp, ds, camera)
     provenance = {"checkpoint": str(ckpt.resolve()), "weights_sha256": _sha256(ckpt / "model.safetensors"),
                   "step": meta.get("step"), "data": str(data.resolve()), "camera": camera,
-                  "frame_gap": inp["frame_gap"], "image_size": inp["image_size"]}
+                  "frame_gap": inp["frame_gap"], "image_size": inp["image_size"], **({"as_action": True} if as_action
+                                                                                      else {})}
     with claim(out):
         if out.exists():
             prev = out / PROVENANCE
@@ -110,7 +119,8 @@ def _label(ckpt: Path, ds, out: Path, camera: str, inp: dict, provenance: dict, 
     z, valid, codes = latent_actions(model, ds, camera, inp["frame_gap"], inp["image_size"], batch_size, device)
 
     def build(tmp: Path) -> None:
-        _write_copy(ds, tmp, z, valid, codes, provenance)
+        _write_copy(ds, tmp, z, valid, codes, provenance, held(z, valid, ds.episode_lengths)
+                    if provenance.get("as_action") else None)
         open_dataset(tmp).validate()
 
     atomic_dir(out, build)
@@ -171,7 +181,19 @@ def _features(ds, d_z: int, vq: bool, prov: dict) -> dict:
     return feats
 
 
-def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
+def held(z: np.ndarray, valid: np.ndarray, lengths) -> np.ndarray:
+    """z with each episode's invalid tail (its last k frames) holding the episode's last valid z (zeros for
+    an episode without one): an action stream without the jump to zero, as LeRobot pads an episode's end."""
+    out, first = z.copy(), 0
+    for n in lengths:
+        ok = np.flatnonzero(valid[first:first + n])
+        if len(ok):
+            out[first + ok[-1] + 1:first + n] = z[first + ok[-1]]
+        first += n
+    return out
+
+
+def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict, action: np.ndarray | None = None) -> None:
     root = ds.root
     files = {}  # data parquet file -> its episodes
     for e in range(len(ds.episode_lengths)):
@@ -183,7 +205,8 @@ def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)
     offsets = np.concatenate([[0], np.cumsum(ds.episode_lengths)])
-    new = {Z: z, VALID: valid} | ({CODE: codes} if codes is not None else {})
+    new = {Z: z, VALID: valid} | ({CODE: codes} if codes is not None else {}) | (
+        {ACTION: action} if action is not None else {})
     for path, eps in files.items():
         table = pq.read_table(path)
         if "episode_index" in table.column_names:
@@ -193,6 +216,8 @@ def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
         cuts = np.r_[0, np.flatnonzero(np.diff(ep)) + 1]  # rows of an episode are contiguous, in frame order
         pos = np.arange(len(ep)) - np.repeat(cuts, np.diff(np.r_[cuts, len(ep)]))
         idx = offsets[ep] + pos
+        if action is not None and ACTION in table.column_names:  # the recorded action, kept aside
+            table = table.rename_columns([TRUE_ACTION if c == ACTION else c for c in table.column_names])
         for key, values in new.items():
             shape = [values.shape[1]] if values.ndim == 2 else [1]
             table = table.append_column(key, arrow_column(values[idx], shape))
@@ -200,11 +225,19 @@ def _write_copy(ds, tmp: Path, z, valid, codes, prov: dict) -> None:
         pq.write_table(table, tmp / path.relative_to(root))
     info = copy.deepcopy(ds.info)
     feats = _features(ds, z.shape[1], codes is not None, prov)
+    if action is not None:
+        feats[ACTION] = {**feats[Z], "info": {**feats[Z]["info"], "description": f"{Z} (z_t = IDM(o_t, o_t+k)), the "
+                         f"last frames of each episode holding its last valid z; the recorded action, if any, is "
+                         f"'{TRUE_ACTION}'"}}
+        if ACTION in info["features"]:
+            info["features"][TRUE_ACTION] = info["features"].pop(ACTION)
     info["features"] = {**info["features"], **feats}
     atomic_write(tmp / "meta" / "info.json", json.dumps(info, indent=4) + "\n")
     stats_path = root / "meta" / "stats.json"
     if stats_path.is_file():
         stats = json.loads(stats_path.read_text())
+        if action is not None and ACTION in stats:
+            stats[TRUE_ACTION] = stats.pop(ACTION)
         for key, values in new.items():
             s = RunningStats()
             s.add(values.reshape(len(values), -1).astype(np.float64))
