@@ -281,6 +281,9 @@ def _pm(row: dict, metric: str, fmt: str = ".2f") -> str:
     return f"{row[metric]['mean']:{fmt}} ± {row[metric]['std']:{fmt}}"
 
 
+SPREAD = {1: " (above, beyond the spread)", -1: " (below, beyond the spread)", 0: " (within the spread)"}
+
+
 def _order(a: dict, b: dict, metric: str) -> int:
     """+1 / -1 when a's mean is above / below b's by more than the seed spread (the sum of their stds),
     0 when the difference is within it (undecided at this many seeds)."""
@@ -305,7 +308,7 @@ def claims(summary: dict) -> list[dict]:
         out.append({"claim": f"Every remedy beats vanilla L_LAM in normalized return (labels {f:g})",
                     "paper": "X-exo, Action-pred, Flow-pred and the EMA encoder improve on the vanilla LAM",
                     "ours": "; ".join(f"{v} {_pm(by[(v, f)], 'normalized_return')}"
-                                      f"{' (beyond spread)' if order[v] else ''}" for v in remedies)
+                                      f"{SPREAD[order[v]]}" for v in remedies)
                     + f" vs vanilla {_pm(van, 'normalized_return')} (mean ± std over seeds)",
                     "holds": holds})
         bc = by.get(("bc", f))
