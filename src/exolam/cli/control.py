@@ -67,16 +67,24 @@ def train_expert(args: list[str]) -> int:
     return 0
 
 
-def collect(args: list[str]) -> int:
-    from exolam.envs.control_collect import collect
+def _with_expert(command, config, args: list[str], prog: str):
+    """(the command, its env config validated, the expert) of collect / videos; (None,) * 3 after --help."""
     from exolam.envs.control_expert import load_expert
 
-    cmd = parse(CollectCommand, args, "exolam control collect")
+    cmd = parse(command, args, prog)
+    if cmd is None:
+        return None, None, None
+    cfg = project(cmd, config).validate()
+    check_outside(Path(cmd.out), {"--expert": cfg.expert or None})
+    return cmd, cfg, load_expert(cfg.expert or None)
+
+
+def collect(args: list[str]) -> int:
+    from exolam.envs.control_collect import collect
+
+    cmd, cfg, expert = _with_expert(CollectCommand, CollectConfig, args, "exolam control collect")
     if cmd is None:
         return 0
-    cfg = project(cmd, CollectConfig).validate()
-    check_outside(Path(cmd.out), {"--expert": cfg.expert or None})
-    expert = load_expert(cfg.expert or None)
     print(f"[collect] {cfg.episodes} x {cfg.steps} steps of {cfg.env.domain}-{cfg.env.task} "
           f"(Delta_color {cfg.env.delta_color:g}, Delta_cam {cfg.env.delta_cam:g}) -> {cmd.out}", flush=True)
     path = collect(cfg.env, expert, cmd.out, cfg.episodes, cfg.steps, cfg.seed, cfg.codec, cfg.paired, jobs=cfg.jobs)
@@ -86,15 +94,12 @@ def collect(args: list[str]) -> int:
 
 def videos(args: list[str]) -> int:
     from exolam.envs.control_collect import write_videos
-    from exolam.envs.control_expert import load_expert
 
-    cmd = parse(VideosCommand, args, "exolam control videos")
+    cmd, cfg, expert = _with_expert(VideosCommand, VideosConfig, args, "exolam control videos")
     if cmd is None:
         return 0
-    cfg = project(cmd, VideosConfig).validate()
-    check_outside(Path(cmd.out), {"--expert": cfg.expert or None})
     print(f"[videos] {cfg.episodes} x {cfg.steps} steps of {cfg.env.domain}-{cfg.env.task} -> {cmd.out}", flush=True)
-    paths = write_videos(cfg, load_expert(cfg.expert or None), cmd.out, log=lambda m: print(m, flush=True))
+    paths = write_videos(cfg, expert, cmd.out, log=lambda m: print(m, flush=True))
     print(f"videos: {len(paths)} mp4 files in {cmd.out} (import them with `exolam import mp4 {cmd.out} --out DST`)")
     return 0
 

@@ -1,6 +1,16 @@
 """The LeRobot dataset layout both our reader (lerobot.py) and writer (lerobot_write.py) keep: the
 versions, the v3.0 path templates and the default per-frame features (as the reference library's
-`src/lerobot/datasets/utils.py` names them)."""
+`src/lerobot/datasets/utils.py` names them).
+
+Field names were checked against huggingface/lerobot: `docs/source/lerobot-dataset-v3.mdx` (layout),
+`src/lerobot/datasets/utils.py` (DEFAULT_*_PATH and LEGACY_*_PATH templates, DEFAULT_FEATURES,
+`create_empty_dataset_info`, feature names [height, width, channels], scalar vs list columns in
+`get_hf_features_from_features`), `src/lerobot/datasets/v30/convert_dataset_v21_to_v30.py` (episode
+metadata columns, `tasks.parquet` as a DataFrame indexed by task, v2.1 jsonl files, the `fps` added to
+non-video features) and `src/lerobot/datasets/video_utils.py` (`encode_video_frames` defaults,
+`decode_video_frames_torchcodec` timestamps -> indices, `get_video_info` keys). Checked with pandas 3.1:
+`pd.read_parquet` of our tasks.parquet gives task_index indexed by task, as LeRobot's `load_tasks` expects.
+"""
 
 VERSION = "v3.0"
 LEGACY = ("v2.0", "v2.1")

@@ -37,19 +37,11 @@ episode_index // chunks_size (v2.0 is read the same way).
 
 Reading: episodes must be numbered 0..N-1; an episode's tasks come from its metadata row (`tasks`), so
 tasks.parquet / tasks.jsonl are not needed; frame t of an episode is the frame shown at
-from_timestamp + t / fps in its mp4 (index round(time * fps), as LeRobot's torchcodec path does), so
-to_timestamp only checks the length: one frame past the last (our writer, LeRobot's), or the last frame's
-own time (some writers: read, with one `note` line), anything else refused. Video
+from_timestamp + t / fps in its mp4 (index round(time * fps), as LeRobot's torchcodec path does); a
+to_timestamp one frame short (some writers) is read with one `note` line, anything else refused. Video
 features whose `names` start with "channel(s)" (a few ported v2.0 datasets) have shape [C, H, W].
 
-Field names were checked against huggingface/lerobot: `docs/source/lerobot-dataset-v3.mdx` (layout),
-`src/lerobot/datasets/utils.py` (DEFAULT_*_PATH and LEGACY_*_PATH templates, DEFAULT_FEATURES,
-`create_empty_dataset_info`, feature names [height, width, channels], scalar vs list columns in
-`get_hf_features_from_features`), `src/lerobot/datasets/v30/convert_dataset_v21_to_v30.py` (episode
-metadata columns, `tasks.parquet` as a DataFrame indexed by task, v2.1 jsonl files, the `fps` added to
-non-video features) and `src/lerobot/datasets/video_utils.py` (`encode_video_frames` defaults,
-`decode_video_frames_torchcodec` timestamps -> indices, `get_video_info` keys). Checked with pandas 3.1:
-`pd.read_parquet` of our tasks.parquet gives task_index indexed by task, as LeRobot's `load_tasks` expects.
+Field names were checked against huggingface/lerobot (sources: data/layout.py).
 
 Bad input raises ConfigError with one line naming the file (and the episode): checked when the
 dataset is opened (info.json, episode metadata, which files exist, v3 parquet columns and mp4 headers),
@@ -178,7 +170,7 @@ class LeRobotDataset:
             cols = pq.read_table(f, columns=need + (["tasks"] if "tasks" in names else [])).to_pydict()
             rows += [(f, {k: v[r] for k, v in cols.items()}) for r in range(len(cols["episode_index"]))]
         rows.sort(key=lambda fr: fr[1]["episode_index"])
-        episodes, last_frame_stamps = [], set()
+        episodes, short = [], set()
         for i, (f, r) in enumerate(rows):
             if r["episode_index"] != i:
                 raise ConfigError(f"{f}: episode_index {r['episode_index']} found where {i} was expected "
@@ -191,19 +183,19 @@ class LeRobotDataset:
             ep = _Episode(i, n, list(r.get("tasks") or []), data)
             for key in self.video_keys:
                 t0, t1 = r[f"videos/{key}/from_timestamp"], r[f"videos/{key}/to_timestamp"]
-                if round((t1 - t0) * self.fps) == n - 1 and n > 1:  # to_timestamp = the last frame's own time
-                    last_frame_stamps.add(i)
-                elif round((t1 - t0) * self.fps) != n:
+                spans = round((t1 - t0) * self.fps)
+                if spans == n - 1 > 0:  # to_timestamp = the last frame's own time (some writers)
+                    short.add(i)
+                elif spans != n:
                     raise ConfigError(f"{f}: episode {i}: {key} spans {t1 - t0:.4f} s = {(t1 - t0) * self.fps:.2f} "
                                       f"frames at {self.fps} fps, but its length is {n} frames")
                 path = self._path("video_path", f, i, video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
                                   file_index=r[f"videos/{key}/file_index"])
                 ep.videos[key] = (path, round(t0 * self.fps))
             episodes.append(ep)
-        if last_frame_stamps:
-            note(self.root, f"to_timestamp of {len(last_frame_stamps)} of {len(episodes)} episodes is the time of "
-                            "their last frame, not one frame past it; their frames are read from from_timestamp + "
-                            "t / fps for t < length, as LeRobot's reader does")
+        if short:
+            note(self.root, f"to_timestamp of {len(short)} of {len(episodes)} episodes is the time of their last frame, "
+                            "not one frame past it; frames are read from from_timestamp, as LeRobot's reader does")
         return episodes
 
     def _open_legacy(self) -> list[_Episode]:

@@ -1,4 +1,5 @@
-"""Progress of a long loop on stderr: a tqdm bar on a terminal, else one line every `every` steps.
+"""Progress of a long loop: on stderr, a tqdm bar on a terminal, else one line every `every` steps; on
+disk, a run's metrics.jsonl (`MetricsLog`, `append`).
 
 A terminal gets the live bar (count, rate, ETA and a postfix such as the loss); the log of a job
 without one (SLURM, nohup) gets `[desc] k/N unit, r unit/s, ETA m:ss[, postfix]` every `every`
@@ -7,8 +8,12 @@ steps and at the end, or nothing with every = 0 (the workers of a sweep, whose r
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
+
+from exolam.runs.files import atomic_write
 
 
 def bar(total: int, start: int, desc: str, *, show: bool = True, every: int = 0, unit: str = "it"):
@@ -42,3 +47,31 @@ class Lines:
 
     def close(self) -> None:
         pass
+
+
+class MetricsLog:
+    """metrics.jsonl: appended line by line; a resumed run first drops the lines past its step."""
+
+    def __init__(self, path: str | Path, start: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
+                    if ln.endswith("\n") and _step_of(ln) <= start]
+            atomic_write(self.path, "".join(keep))
+
+    def write(self, record: dict) -> None:
+        append(self.path, record)
+
+
+def append(path: str | Path, record: dict) -> None:
+    """One JSON line at the end of `path`."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize

@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -51,7 +50,7 @@ from exolam.errors import ConfigError, check_positive_int, check_range
 from exolam.models import checkpoint
 from exolam.objectives import Objective, format_objective
 from exolam.runs import progress
-from exolam.runs.files import atomic_write, to_jsonable
+from exolam.runs.files import to_jsonable
 from exolam.runs.launch import launched_externally
 
 PRECISIONS = ("auto", "32", "bf16-mixed")
@@ -265,7 +264,7 @@ def fit(fabric, model: nn.Module, objective: Objective, source, cfg: TrainConfig
         if target != cfg.steps:  # a run extended to more updates: its old tail is not this one's
             acc, tail_from = torch.zeros_like(acc), max(tail_from, start)
     rank0 = fabric.global_rank == 0
-    log = _Metrics(metrics, start) if metrics is not None and rank0 else None
+    log = progress.MetricsLog(metrics, start) if metrics is not None and rank0 else None
     bar = progress.bar(cfg.steps, start, desc, show=rank0, every=progress_every, unit="upd")
     world, rank = fabric.world_size, fabric.global_rank
     local = cfg.batch_size // world
@@ -373,29 +372,6 @@ def _resume(ckpt: Path, spec: dict, model, objective, opt, fabric) -> tuple[int,
     state = checkpoint.read_training(ckpt, objective, opt)
     return (int(state["step"]), torch.tensor(state["loss_tail_sum"], dtype=torch.float32, device=fabric.device),
             int(meta.get("steps", state["step"])))
-
-
-class _Metrics:
-    """metrics.jsonl: appended line by line; a resumed run first drops the lines past its step."""
-
-    def __init__(self, path: str | Path, start: int):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines(keepends=True)
-                    if ln.endswith("\n") and _step_of(ln) <= start]
-            atomic_write(self.path, "".join(keep))
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return sys.maxsize
 
 
 def _but_steps(spec):

@@ -19,7 +19,6 @@ code 3; the last periodic checkpoint stays, resumable).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from exolam.errors import Degenerate
 from exolam.metrics.encoder import derangement
 from exolam.metrics.pixel import evaluating
 from exolam.objectives import sq_err
+from exolam.runs.progress import append
 from exolam.workflows.diagnose import ADVICE, THRESHOLDS, latent_section
 
 
@@ -46,8 +46,7 @@ class Guard:
         g = measure(getattr(model, "module", model), self.batch, self.perm)
         self.records.append({"step": step, **g})
         if self.metrics is not None:
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps({"step": step, "guard": g}) + "\n")
+            append(self.metrics, {"step": step, "guard": g})
         self.log(f"[guard] update {step}: FDM error with z permuted x{g['fdm_ratio']:.3f} (~1: ignores z), z change "
                  f"when o' is swapped {g['z_swap']:.3f} (~0: ignores o'), {g['usage_name']} {g['usage']:.2f}, "
                  f"loss {g['loss']:.4g}" + ("  <- degenerate so far" if g["degenerate"] else ""))
