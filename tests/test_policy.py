@@ -17,6 +17,7 @@ from exolam.models.lapo import LapoLAM, LapoLAMConfig
 from exolam.models.policy import (ActionDecoder, BCObjective, ConvPolicy, DecoderConfig, DecoderObjective,
                                   LatentPolicyObjective, PolicyConfig, bc_policy, latent_action_policy)
 from exolam.objectives import sq_err
+from exolam.runs.files import to_jsonable
 from exolam.train import engine
 
 torch.set_num_threads(1)
@@ -208,3 +209,19 @@ def test_latent_policy_through_the_engine(tmp_path):
     loaded = exolam.load(tmp_path / "ckpt")
     assert isinstance(loaded, ConvPolicy) and loaded.cfg == POLICY
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["objective"] == "policy:1"
+
+
+def test_standardized_decoder_feeds_the_mlp_the_standardized_input(tmp_path):
+    """Known answer: the MLP sees (z - mean) / std with the rows' own mean and std; the buffers are saved
+    and `exolam.load` rebuilds them; the flag stays out of a plain decoder's spec (old checkpoints resume)."""
+    z = torch.tensor([[1.0, 0.0, 5.0], [3.0, 8.0, 5.0]])  # mean (2, 4, 5), std (1, 4, 0 -> 1e-6)
+    dec = ActionDecoder(DecoderConfig(d_z=3, d_a=2, standardize=True)).standardize_by(z)
+    assert torch.allclose(dec.mean, torch.tensor([2.0, 4.0, 5.0])) and torch.allclose(dec.std, torch.tensor([1.0, 4.0, 1e-6]))
+    seen = []
+    dec.net.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    dec(z)
+    assert torch.allclose(seen[0], torch.tensor([[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]))
+    assert {"mean", "std"} <= set(dec.state_dict())
+    assert "standardize" not in to_jsonable(DecoderConfig()) and to_jsonable(dec.cfg)["standardize"] is True
+    with pytest.raises(ConfigError, match="standardize=False"):
+        ActionDecoder(DecoderConfig(d_z=3)).standardize_by(z)

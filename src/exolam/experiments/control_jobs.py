@@ -16,7 +16,7 @@ A latent row (`method` = a variant `OBJECTIVE[@ENCODER]`, e.g. `lam+xexo:1`, `la
 
 A BC row (`bc`: the labelled episodes; `bc-all`: every training episode's labels) trains pi_BC(a|o)
 and evaluates it the same way. `bc-state` trains pi_BC(a|s) on every training episode's proprio
-state s (the decoder's MLP, s in place of z): the ceiling a perfect encoder of the frames could
+state s (the decoder's MLP, s in place of z, standardized by those episodes' mean and std): the ceiling a perfect encoder of the frames could
 reach. The `expert` row is the return of the demonstrations themselves.
 
 `frame_stack` N: every o above (the LAM's, pi(z|o)'s, pi_BC(a|o)'s, in training and in the env) is
@@ -210,8 +210,10 @@ def run_bc(task: ControlTask, root: Path) -> dict:
     if task.method == "bc-state":  # pi_BC(a|s): the decoder's MLP on the proprio state, no frames
         from exolam.data.lerobot import open_dataset
 
-        d_s = open_dataset(task.data).features[STATE]["shape"][0]
-        bc, fields = ActionDecoder(dataclasses.replace(task.decoder, d_z=d_s)), {"o": STATE, "a": ACTION}
+        ds = open_dataset(task.data)
+        s = torch.from_numpy(np.concatenate([ds.column(STATE, e) for e in episodes]))
+        bc = ActionDecoder(dataclasses.replace(task.decoder, d_z=s.shape[1], standardize=True)).standardize_by(s)
+        fields = {"o": STATE, "a": ACTION}
         task = dataclasses.replace(task, frame_stack=1)  # a state is not stacked
     else:
         bc = ConvPolicy(dataclasses.replace(task.policy, image_size=task.env.image_size, out_dim=6,

@@ -37,6 +37,7 @@ from exolam.data.transitions import Transitions
 from exolam.errors import ConfigError, check_positive_int
 from exolam.models.lapo import DownConv, halve
 from exolam.objectives import Term, sq_err
+from exolam.runs.files import LATE
 
 
 @dataclasses.dataclass
@@ -91,6 +92,10 @@ class DecoderConfig:
     d_a: int = 6  # cheetah
     hidden: int = 256
     """MLP width"""
+    standardize: bool = dataclasses.field(default=False, metadata={LATE: True})
+    """feed the MLP (z - mean) / std, mean and std fixed buffers set from the training data
+    (`ActionDecoder.standardize_by`); `bc-state` uses it: cheetah's raw state mixes positions (~1) with
+    velocities (up to ~20), and the MLP on it learns far less at the same budget (docs/results.md, App. D)"""
 
     def validate(self) -> "DecoderConfig":
         for name in ("d_z", "d_a", "hidden"):
@@ -107,9 +112,21 @@ class ActionDecoder(nn.Module):
         h = self.cfg.hidden
         self.net = nn.Sequential(nn.Linear(self.cfg.d_z, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
                                  nn.Linear(h, self.cfg.d_a))
+        if self.cfg.standardize:  # in the state dict, so a checkpoint keeps them
+            self.register_buffer("mean", torch.zeros(self.cfg.d_z))
+            self.register_buffer("std", torch.ones(self.cfg.d_z))
+
+    def standardize_by(self, z: torch.Tensor) -> "ActionDecoder":
+        """Set mean, std to those of the rows of `z` [N, d_z] (a constant dimension's std floored at 1e-6)."""
+        if not self.cfg.standardize:
+            raise ConfigError("ActionDecoder.standardize_by: the decoder was built with standardize=False")
+        z = torch.as_tensor(z, dtype=torch.float64)
+        self.mean.copy_(z.mean(0))
+        self.std.copy_(z.std(0, unbiased=False).clamp_min(1e-6))
+        return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net((z - self.mean) / self.std if self.cfg.standardize else z)
 
 
 # ---------------------------------------------------------------- objectives for engine.fit
