@@ -24,11 +24,13 @@ from exolam.train import engine
 
 IMG = "observation.image"
 TINY = "--image-size 32 --train.batch-size 8 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 --train.log-every 1"
-TINY_VQ = "--model vq --image-size 32 --train.batch-size 8 --idm-channels 4 --fdm-channels 4 4 4 4 --d-z 4 --train.precision 32"
+TINY_VQ = "--model vq --image-size 32 --frame-gap 1 --train.batch-size 8 --idm-channels 4 --fdm-channels 4 4 4 4 --d-z 4 --train.precision 32"
 
 
 def tiny(data, out, extra=""):
-    return f"--data {data} --out {out} {TINY} {extra}".split()
+    """`exolam train` flags of a tiny run; frame gap 1 unless `extra` sets one (the default is measured)."""
+    gap = "" if "--frame-gap" in extra else "--frame-gap 1"
+    return f"--data {data} --out {out} {TINY} {gap} {extra}".split()
 
 
 def digest(root: Path) -> dict:
@@ -198,14 +200,14 @@ def test_label_v21_copy_keeps_its_layout(data, tmp_path):
     )
 
     write_v21(tmp_path / "v21")
-    assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --train.steps 2 {TINY}".split()) == 0
+    assert train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r'} --train.steps 2 --frame-gap 1 {TINY}".split()) == 0
     out = label_dataset(tmp_path / "r" / "checkpoint", tmp_path / "v21", tmp_path / "o", log=lambda m: None)
     ds = open_dataset(out)
     assert ds.version == "v2.1" and (out / "videos/chunk-000" / CAM / "episode_000001.mp4").is_file()
     assert ds.column("latent_action_is_valid", 1)[:, 0].tolist() == [True] * 3 + [False]
     (tmp_path / "v21/videos/chunk-000" / CAM / "episode_000001.mp4").unlink()
     with pytest.raises(ConfigError, match="episode_000001.mp4: missing"):
-        train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r2'} --train.steps 2 {TINY}".split())
+        train_command(f"--data {tmp_path / 'v21'} --out {tmp_path / 'r2'} --train.steps 2 --frame-gap 1 {TINY}".split())
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -278,7 +280,7 @@ def test_api_config_round_trip(free, tmp_path):
 
 def test_frozen_encoder_train_then_label(free, tmp_path):
     """`--encoder efficientnet-lite0`: the LAM trains on frozen ImageNet features; label rebuilds the encoder."""
-    args = "--image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 --train.steps 2 --train.batch-size 2"
+    args = "--image-size 32 --frame-gap 1 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 --train.steps 2 --train.batch-size 2"
     assert train_command(f"--data {free} --out {tmp_path / 'r'} {args} --encoder efficientnet-lite0 "
                          "--proj-channels 4".split()) == 0
     ckpt = tmp_path / "r" / "checkpoint"
@@ -308,8 +310,8 @@ def test_frozen_features_are_cached_once_and_train_like_the_encoder(free, tmp_pa
     same spec, and within float16's rounding the same model, as running f at every update."""
     from exolam.data.features import CachedFeatures
 
-    args = (f"--data {free} --image-size 32 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 "
-            "--train.steps 3 --train.batch-size 4 --encoder efficientnet-lite0 --proj-channels 4").split()
+    args = (f"--data {free} --image-size 32 --frame-gap 1 --idm-channels 8 8 --fdm-channels 8 8 --train.precision 32 "
+            "--train.steps 3 --train.batch-size 4 --train.lr 3e-4 --encoder efficientnet-lite0 --proj-channels 4").split()
     assert train_command([*args, "--out", str(tmp_path / "cached")]) == 0
     assert train_command([*args, "--out", str(tmp_path / "run-f"), "--no-cache-features"]) == 0
     cache = CachedFeatures(tmp_path / "cached" / "features" / IMG)
@@ -321,8 +323,20 @@ def test_frozen_features_are_cached_once_and_train_like_the_encoder(free, tmp_pa
     wa, wb = (load_file(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("cached", "run-f"))
     for k in wa:  # 3 Adam updates of lr 3e-4 move a weight by <= 9e-4; rounding may flip a tiny step's sign
         np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), atol=2e-3, err_msg=k)
-    with pytest.raises(ConfigError, match="--no-cache-features applies only with a frozen --encoder"):
-        train_command(f"--data {free} --out {tmp_path / 'x'} --no-cache-features".split())
+
+
+def test_pixels_train_on_cached_frames_exactly_as_on_decoded_ones(free, tmp_path):
+    """The frame cache (float32 frames resized once) is what decoding at every update gives: same spec,
+    bit-identical weights (CPU fp32)."""
+    args = f"--data {free} --train.steps 3 {TINY} --frame-gap 2".split()
+    assert train_command([*args, "--out", str(tmp_path / "cached")]) == 0
+    assert train_command([*args, "--out", str(tmp_path / "decoded"), "--no-cache-features"]) == 0
+    assert (tmp_path / "cached" / "features" / IMG / "features.json").is_file()
+    assert not (tmp_path / "decoded" / "features").exists()
+    a, b = (checkpoint.read_config(tmp_path / r / "checkpoint") for r in ("cached", "decoded"))
+    assert a["spec"] == b["spec"]
+    wa, wb = (load_file(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("cached", "decoded"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_guards_find_an_untrained_lam_degenerate_and_can_stop(free, tmp_path, capsys):

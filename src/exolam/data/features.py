@@ -52,6 +52,20 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+class Frames(torch.nn.Module):
+    """The identity f: a cache of the frames themselves, resized to the training size (float32, so what
+    training reads equals what it would decode). `exolam train` on pixels decodes every frame once this
+    way instead of two frames per window at every update."""
+
+    name, fingerprint = "frames", "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def out_shape_for(self, size: int, channels: int) -> tuple[int, int, int]:
+        return (channels, size, size)
+
+
 def episode_file(e: int) -> str:
     return f"episode_{e:06d}.npy"
 
@@ -132,7 +146,8 @@ def cache_features(encoder, dataset_root, camera: str | None, out_dir, image_siz
     if dtype not in DTYPES:
         raise ConfigError(f"dtype = {dtype!r} must be one of {', '.join(DTYPES)}")
     ds = open_dataset(dataset_root)
-    camera = camera_key(ds, camera)
+    if not (camera and camera.endswith("_alt") and camera in ds.features):  # a paired view is cached as its camera
+        camera = camera_key(ds, camera)
     encoder = encoder.to(device)
     size = image_size or ds.video_shapes.get(camera, (None, None))[0] or int(ds.features[camera]["shape"][-1])
     channels = ds.video_shapes[camera][2] if camera in ds.video_keys else int(ds.features[camera]["shape"][0])

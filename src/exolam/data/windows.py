@@ -168,7 +168,7 @@ class WindowDataset(torch.utils.data.Dataset):
         ds = self.dataset
         if key in self.features:  # f(I) from the cache: float16 on disk, float32 here
             cached = self.features[key][episode]
-            return [torch.from_numpy(np.asarray(cached[t], dtype=np.float32)) for t in times]
+            return [torch.from_numpy(np.array(cached[t], dtype=np.float32)) for t in times]  # a copy: mmap is read-only
         if key in ds.video_keys:
             frames = torch.from_numpy(ds.frames_at(key, episode, times)).permute(0, 3, 1, 2).float().div_(255)
             if self.image_size is not None and frames.shape[-2:] != (self.image_size, self.image_size):
@@ -238,3 +238,25 @@ class WindowSource:
                 **({} if ds.paired_view is None else {"paired_view": ds.paired_view.spec()}),
                 **({} if not ds.features else {"features": {k: str(c.path) for k, c in ds.features.items()}}),
                 **({} if ds.frame_stack == 1 else {"frame_stack": ds.frame_stack})}
+
+
+def frame_change(dataset_or_root, key: str, image_size: int | None, max_gap: int = 16, windows: int = 64,
+                 seed: int = 0) -> dict[int, float]:
+    """How much a camera's frames change with the gap: {k: mean over windows of RMS(I_{t+k} - I_t)}.
+
+    `windows` start frames t are drawn (seeded) among those with t + K inside the episode, K = max_gap
+    or less where no episode is that long (K = longest episode - 1); each is decoded once as the run
+    I_t .. I_{t+K} (values in [0, 1], resized to image_size as training resizes them), so every gap is
+    measured on the same windows. What `exolam train` picks its default frame gap from."""
+    ds = dataset_or_root if isinstance(dataset_or_root, LeRobotDataset) else open_dataset(dataset_or_root)
+    gap = min(max_gap, max(ds.episode_lengths) - 1)
+    if gap < 1:
+        raise ConfigError(f"{ds.root}: every episode has one frame; there is no frame change to measure")
+    wd = WindowDataset(ds, {"o": key}, frame_gap=gap, image_size=image_size)
+    pick = np.random.default_rng(seed).choice(len(wd), min(windows, len(wd)), replace=False)
+    rms = np.zeros((len(pick), gap))
+    for row, i in enumerate(sorted(pick.tolist())):
+        episode, t = wd.window(i)
+        run = torch.stack(wd._values(key, episode, list(range(t, t + gap + 1))))
+        rms[row] = ((run[1:] - run[0]) ** 2).flatten(1).mean(1).sqrt().numpy()
+    return {k: float(rms[:, k - 1].mean()) for k in range(1, gap + 1)}

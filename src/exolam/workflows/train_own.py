@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from exolam.data.augment import PairedAugment
-from exolam.data.features import CachedFeatures, cache_features
+from exolam.data.features import CachedFeatures, Frames, cache_features
 from exolam.data.fields import ACTION, LABEL, camera_key, lam_fields, stored_shape
 from exolam.data.lerobot import LeRobotDataset, open_dataset
 from exolam.data.sampling import labelled_episodes
@@ -66,11 +66,14 @@ from exolam.runs.launch import launched_externally
 from exolam.runs.outdir import check_outside, claim
 from exolam.train import engine
 from exolam.train.engine import TrainConfig, check_memory
+from exolam.workflows import defaults
+from exolam.workflows.defaults import OWN_TRAIN
 from exolam.workflows.guards import Guard
 
 MODELS = ("lapo", "vq")
 GUARD_WINDOWS = 256  # windows the guards measure on (a fixed sample of the training windows)
 MAX_VQ_SIZE = 64
+MAX_FRAME_CACHE = 2 << 30  # bytes: pixels train on decoded frames cached once (float32) up to this size
 FROZEN_ONLY = ("encoder_spec", "proj_channels", "encoder_fingerprint")  # LapoLAMConfig fields of encoder "frozen"
 
 
@@ -84,10 +87,10 @@ class TrainOwnConfig:
     """run folder: checkpoint/, metrics.jsonl, train.json"""
     camera: str | None = None
     """video feature to train on; None: the dataset's first"""
-    image_size: int = 64
-    """frames are resized to image_size x image_size"""
-    frame_gap: int = 1
-    """k: the IDM sees (o_t, o_{t+k})"""
+    image_size: int | None = None
+    """frames are resized to image_size x image_size; None: min(32, the stored side) (workflows/defaults.py)"""
+    frame_gap: int | None = None
+    """k: the IDM sees (o_t, o_{t+k}); None: chosen from the data's frame change (workflows/defaults.py)"""
     model: Literal["lapo", "vq"] = "lapo"
     """lapo: the conv LAM of App. D (continuous z); vq: the VQ LAM of Sec. 5 (App. C Table 2)"""
     encoder: str | None = None
@@ -105,9 +108,9 @@ class TrainOwnConfig:
     d_z: int | None = None
     """latent action dim; None: lapo 8, vq 32"""
     idm_channels: tuple[int, ...] | None = None
-    """IDM conv widths; None: the model's"""
+    """IDM conv widths; None: lapo (32, 64, 64), vq the model's (App. C Table 2)"""
     fdm_channels: tuple[int, ...] | None = None
-    """FDM UNet widths (vq: exactly 4); None: the model's"""
+    """FDM UNet widths (vq: exactly 4); None: lapo (16, 32, 64), vq the model's"""
     seed: int = 0
     """initial weights, batch order, labelled episodes and augmentations"""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -119,17 +122,20 @@ class TrainOwnConfig:
     stop_if_degenerate: bool = False
     """end training (exit code 3) when a guard after a quarter of the updates finds the LAM degenerate"""
     cache_features: bool = True
-    """frozen --encoder: train on f(I) computed once per frame (OUT/features), not at every update; not
-    where the frames are needed (robust-flow, --paired-view augment) nor under torchrun / SLURM"""
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    """the engine's settings, spelled as in `exolam reproduce` (--train.steps, --train.lr, ...)"""
+    """decode (and with a frozen --encoder, encode) every frame once into OUT/features and train on that,
+    not on frames decoded at every update; not with robust-flow or --paired-view augment, under
+    torchrun / SLURM, or where the cache would exceed 2 GiB"""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: dataclasses.replace(OWN_TRAIN))
+    """the engine's settings, spelled as in `exolam reproduce` (--train.steps, --train.lr, ...); defaults
+    sized to learn on 2 CPU cores in ~10 min (workflows/defaults.py): 5,000 updates, batch 32, lr 1e-3"""
 
     def validate(self) -> "TrainOwnConfig":
         for name in ("data", "out"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required (a folder)")
         for name in ("image_size", "frame_gap"):
-            check_positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
+            if getattr(self, name) is not None:
+                check_positive_int(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in ("seed", "num_workers", "guard_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -148,10 +154,6 @@ class TrainOwnConfig:
                               "IDM/FDM need a spatial feature map (drop ':pooled' / ':cls')")
         if self.codebook_update is not None and self.model != "vq":
             raise ConfigError(f"--codebook-update applies to --model vq only (the {self.model} LAM has no codebook)")
-        frozen = self.model == "lapo" and (self.encoder or "pixels").strip() not in ("pixels", "ema")
-        if not self.cache_features and not frozen:
-            raise ConfigError("--no-cache-features applies only with a frozen --encoder (efficientnet-lite0, hf:PATH, "
-                              "timm:ARCH:PATH, ema:CKPT), whose features are cached")
         if self.proj_channels is not None:
             check_positive_int("--proj-channels", self.proj_channels)
             if (self.encoder or "pixels").strip() in ("pixels", "ema"):
@@ -169,13 +171,17 @@ class TrainOwnConfig:
         if self.label_fraction != 1.0 and "robust-action" not in terms:
             raise ConfigError(f"--label-fraction = {self.label_fraction:g} applies only with robust-action in "
                               f"--objective ({self.objective!r} uses no labels)")
+        if self.image_size is not None:
+            self.check_vq_size()
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available here")
+        return self
+
+    def check_vq_size(self) -> None:
         if self.model == "vq" and (self.image_size % 2 or self.image_size > MAX_VQ_SIZE):
             raise ConfigError(f"--image-size = {self.image_size}: the vq LAM needs an even size <= {MAX_VQ_SIZE} "
                               "(its UNet halves the frame; its IDM flattens full-resolution features into an "
                               "MLP, 128 * S^2 * 64 weights); use --model lapo for larger frames")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available here")
-        return self
 
 
 @dataclasses.dataclass
@@ -193,13 +199,14 @@ class Plan:
     input: dict
     encoder: object = None  # the frozen pretrained encoder (lapo, encoder "frozen"), loaded once by `plan`
     paired_view: PairedAugment | None = None  # --paired-view augment: o_alt drawn by augmentation
-    cache: dict = dataclasses.field(default_factory=dict)  # camera key -> its feature cache folder (frozen f)
+    cache: dict = dataclasses.field(default_factory=dict)  # camera key -> its cache folder (frames or frozen f)
+    chosen: list = dataclasses.field(default_factory=list)  # the defaults resolved from the data, with reasons
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)
         if self.cfg.model == "vq":
             return VQLAM(self.model_cfg)
-        return LapoLAM(self.model_cfg, encoder=Cached(self.encoder) if self.cache else self.encoder)
+        return LapoLAM(self.model_cfg, encoder=Cached(self.encoder) if self.cache and self.encoder else self.encoder)
 
     def source(self, cached: bool = True) -> WindowSource:
         """The training windows; `cached=False`: frames even where a feature cache is planned (before it exists)."""
@@ -229,6 +236,10 @@ def plan(cfg: TrainOwnConfig) -> Plan:
     ds = open_dataset(cfg.data)
     camera = camera_key(ds, cfg.camera)
     h, w, c = stored_shape(ds, camera)
+    if cfg.image_size is None and camera not in ds.video_keys and h != w:
+        raise ConfigError(f"camera '{camera}' is a numeric feature of non-square {h}x{w} frames")
+    cfg, chosen = defaults.resolve(cfg, ds, camera, (h, w, c), camera in ds.video_keys)
+    cfg.check_vq_size()
     if camera not in ds.video_keys and (h, w) != (cfg.image_size, cfg.image_size):
         raise ConfigError(f"--image-size = {cfg.image_size}: camera '{camera}' is a numeric feature of {h}x{w} "
                           f"frames, which are not resized; use --image-size {h}" if h == w else
@@ -271,11 +282,14 @@ def plan(cfg: TrainOwnConfig) -> Plan:
     inp = {"camera": camera, "image_size": cfg.image_size, "channels": c, "stored_shape": [h, w, c],
            "frame_gap": cfg.frame_gap}
     cache = {}
-    if encoder is not None and cfg.cache_features and "robust-flow" not in names \
+    keys = [key for key in (fields["o"], fields.get("o_alt")) if key]
+    frames = encoder is None and all(key in ds.video_keys for key in keys) \
+        and sum(ds.episode_lengths) * len(keys) * c * cfg.image_size ** 2 * 4 <= MAX_FRAME_CACHE
+    if (encoder is not None or frames) and cfg.cache_features and "robust-flow" not in names \
             and paired_view is None and not launched_externally():
-        cache = {key: Path(cfg.out) / "features" / key for key in (fields["o"], fields.get("o_alt")) if key}
+        cache = {key: Path(cfg.out) / "features" / key for key in keys}
     return Plan(cfg, ds, camera, fields, labelled, model_cfg, format_objective(terms), target_dims, inp, encoder,
-                paired_view, cache)
+                paired_view, cache, chosen)
 
 
 def _sized(model_cfg, cfg: TrainOwnConfig, **fixed):
@@ -319,6 +333,7 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
     out = Path(cfg.out)
     check_outside(out, {"--data": cfg.data})  # before the dataset and encoder are opened
     p = plan(cfg)
+    cfg = p.cfg  # with the defaults resolved from the data
     p.source(cached=False)  # its windows exist: every episode shorter than the frame gap is refused here
     shape = (p.input["channels"], cfg.image_size, cfg.image_size)
     check_memory(p.model, cfg.train.batch_size // (cfg.train.devices if cfg.device == "cuda" else 1), shape, cfg.device,
@@ -339,11 +354,16 @@ def train_own(cfg: TrainOwnConfig, log=print) -> Path:
         on = "" if p.encoder is None else \
             f" on frozen {p.encoder.name} features {list(p.encoder.out_shape_for(cfg.image_size, p.input['channels']))}"
         log(f"[train] {cfg.model} LAM (d_z {p.model_cfg.d_z}){on} on '{p.camera}' of {p.ds.root} ({p.objective}, "
-            f"{cfg.image_size}px, frame gap {cfg.frame_gap}) -> {ckpt}")
+            f"{cfg.image_size}px, frame gap {cfg.frame_gap}, {cfg.train.steps} updates of batch {cfg.train.batch_size}, "
+            f"lr {cfg.train.lr:g}) -> {ckpt}")
+        if p.chosen:
+            log("[train] chosen from the data (set the flag to override): " + "; ".join(p.chosen))
         for key, folder in p.cache.items():  # f(I) once per frame (resumable), instead of twice per window
             t0 = time.perf_counter()
-            cache_features(p.encoder, p.ds.root, key, folder, cfg.image_size, device=cfg.device)
-            log(f"[train] f(I) of '{key}' cached in {time.perf_counter() - t0:.0f} s -> {folder}")
+            cache_features(p.encoder or Frames(), p.ds.root, key, folder, cfg.image_size, device=cfg.device,
+                           dtype="float16" if p.encoder else "float32")
+            log(f"[train] {'f(I)' if p.encoder else 'frames'} of '{key}' cached in {time.perf_counter() - t0:.0f} s "
+                f"-> {folder}")
         engine.train_or_resume(cfg.train, cfg.device, ckpt, spec, _fit, cfg, str(ckpt), spec,
                                p if cfg.train.devices == 1 else None)  # N processes rebuild the plan each
     return ckpt
