@@ -33,7 +33,7 @@ p.add_argument("--only", nargs="*", default=None, help="dataset names to run")
 args = p.parse_args()
 out = Path(args.out).absolute()
 out.mkdir(parents=True, exist_ok=True)
-exolam = [sys.executable, "-m", "exolam"]
+exolam = [sys.executable, "-m", "exolam.cli"]
 env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
 
@@ -76,13 +76,14 @@ for name in args.only or ["walkthrough", "paired", "grid", "open50"]:
         continue
     run, report = out / f"lam-{name}", out / f"report-{name}"
     train_s = sh(exolam + ["train", "--data", str(data), "--out", str(run)], out / f"train-{name}.log")
-    diag_s = sh(exolam + ["diagnose", "--checkpoint", str(run), "--data", str(data), "--out", str(report)],
-                out / f"diagnose-{name}.log")
+    diag_s = None if (report / "diagnose.json").exists() else \
+        sh(exolam + ["diagnose", "--checkpoint", str(run), "--data", str(data), "--out", str(report)],
+           out / f"diagnose-{name}.log")
     log = (out / f"train-{name}.log").read_text().replace("\r", "\n").splitlines()
     start = [line for line in log if line.startswith("[train] ") and ("LAM" in line or "chosen" in line)]
     guard = json.loads((run / "checkpoint" / "config.json").read_text()).get("guard")
-    d = json.loads((report / "report.json").read_text())
-    row = {"dataset": name, "data": str(data), "start": start, "train_s": round(train_s), "diagnose_s": round(diag_s),
+    d = json.loads((report / "diagnose.json").read_text())
+    row = {"dataset": name, "data": str(data), "start": start, "train_s": round(train_s), "diagnose_s": diag_s and round(diag_s),
            "guard": guard, "verdict": d.get("verdict", {}).get("answer"),
            "fdm_ratio": d["fdm_uses_z"].get("ratio"), "z_change_when_next_replaced": d["z_uses_next"].get("relative_change"),
            "probe_nmse": d["probe"].get("probe_nmse"), "consistency_r": d["paired"].get("consistency_relative"),

@@ -192,6 +192,8 @@ def test_frozen_efficientnet_shapes_gradients_and_state_dict():
     assert lam.fdm_target(o_next) is target  # memoized: f runs once per input tensor
     with torch.no_grad():
         assert torch.equal(target, load_encoder("efficientnet-lite0")(o_next))  # the target is f(I') itself
+        with torch.autocast("cpu", torch.bfloat16):  # bf16-mixed training: f still runs in fp32 (as cached)
+            assert torch.equal(lam.features(o_next.clone(), memo=False), target)
     sq_err(pred, target).backward()
     assert not target.requires_grad and not enc.training
     assert all(not p.requires_grad and p.grad is None for p in enc.parameters())

@@ -294,7 +294,8 @@ class LapoLAM(LAM):
     # ------------------------------------------------------------ observation space
 
     def features(self, o: torch.Tensor, memo: bool = True) -> torch.Tensor:
-        """f(I) of the frozen encoder [B, C', H', W'] (no gradient; memoized per input tensor). Frozen only."""
+        """f(I) of the frozen encoder [B, C', H', W'] (no gradient; memoized per input tensor; always fp32, as
+        data/features.py caches it, whatever the training precision). Frozen only."""
         if not self._frozen:
             raise ConfigError(f"LapoLAM.features: only for encoder 'frozen' (this one is {self.cfg.encoder!r})")
         version = None if o.is_inference() else o._version  # inference tensors keep no version: never memoized
@@ -306,8 +307,8 @@ class LapoLAM(LAM):
         ref = next(iter(enc.buffers()), None) if ref is None else ref
         if ref is not None and ref.device != o.device:
             enc.to(o.device)  # follows the input (the LAM's .to() does not reach it)
-        with torch.no_grad():
-            feat = enc(o).to(self.proj.weight.dtype)
+        with torch.no_grad(), torch.autocast(o.device.type, enabled=False):  # f in fp32 under bf16-mixed too:
+            feat = enc(o.float()).to(self.proj.weight.dtype)  # the features its cache holds (bf16 moved L_LAM ~24 %)
         if memo and version is not None:
             self._memo = self._memo[-(MEMO - 1):] + [(o, version, feat)]
         return feat

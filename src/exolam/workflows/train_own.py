@@ -1,7 +1,9 @@
 """`exolam train`: a LAM (LAPO-style of App. D, or the VQ LAM of Sec. 5) on the video of any LeRobot dataset.
 
     windows  (o_t, o_{t+k}) of one camera, never crossing an episode (data/windows.py), resized to
-             image_size x image_size, k = frame_gap
+             image_size x image_size, k = frame_gap; left out, image_size, frame_gap, the widths and
+             the engine's settings are `workflows/defaults.py`'s (sized to learn on 2 CPU cores; the
+             frame gap measured on the data), printed on the start line with their reasons
     model    lapo: `LapoLAMConfig` defaults (d_z 8) with frame = image_size, on pixels, the jointly
              trained EMA encoder (`--encoder ema`), or the features of a frozen pretrained encoder
              (`--encoder SPEC`, below);
@@ -16,9 +18,10 @@
 OUT/ holds `checkpoint/` (model.safetensors + config.json, `exolam.load(OUT/checkpoint)`; resumable:
 the same command run again continues from it, a different config is refused), `metrics.jsonl`
 (loss every log_every updates) and `train.json` (the resolved config: dataset root, camera, image
-size, channels, frame gap, d_z, model class); with a frozen encoder also `features/<camera>/`, f(I) of
-every frame computed once (data/features.py, float16) that training reads instead of running f twice
-per window at every update (`--no-cache-features` runs f instead). The checkpoint's spec carries `input` = {camera,
+size, channels, frame gap, d_z, model class); and `features/<camera>/`: every frame decoded and resized
+once (float32, exactly what decoding gives; up to MAX_FRAME_CACHE) or, with a frozen encoder, f(I) of
+every frame (float16) (data/features.py), which training reads instead of decoding (and running f on)
+two frames per window at every update (`--no-cache-features` decodes instead). The checkpoint's spec carries `input` = {camera,
 image_size, channels, stored_shape, frame_gap}: what `exolam label` / `diagnose` check a dataset against.
 
 Label fraction (robust-action only, App. D / LAOM): round(f * episodes) whole episodes, drawn by the

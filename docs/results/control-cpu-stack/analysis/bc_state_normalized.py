@@ -3,7 +3,7 @@ trained here outside the engine (Adam 3e-4, batch 64, seed 0), 5 evaluation epis
 
     PYTHONPATH=src OMP_NUM_THREADS=1 MUJOCO_GL=egl python docs/results/control-cpu-stack/analysis/bc_state_normalized.py 6000
 """
-import numpy as np, torch, time, sys
+import numpy as np, torch, sys
 from exolam.data.lerobot import open_dataset
 from exolam.envs.control import ControlConfig
 from exolam.envs.control_eval import evaluate_policy
