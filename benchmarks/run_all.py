@@ -6,7 +6,7 @@ from pathlib import Path
 
 here = Path(__file__).parent
 scripts = ["linear_speed.py", "gridworld_speed.py", "engine_ddp_speed.py", "loader_speed.py", "control_speed.py",
-           "control_train_speed.py", "own_video_speed.py"]
+           "control_train_speed.py", "own_video_speed.py", "own_train_speed.py"]
 for script in scripts:
     if not (here / script).exists():  # loader_speed.py is optional
         continue
