@@ -27,6 +27,7 @@ size or dtype is refused with one ConfigError line (choose another out_dir). One
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -102,7 +103,9 @@ def encode_episode(encoder, ds: LeRobotDataset, camera: str, episode: int, image
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array), fix="choose another out_dir")
+    buf = io.BytesIO()  # np.save into a file loses the errno of a failed write ("problem writing element")
+    np.save(buf, array)
+    atomic_write(path, buf.getbuffer(), fix="choose another out_dir")
 
 
 def _done(path: Path, length: int, shape: tuple, dtype: str) -> bool:

@@ -34,10 +34,10 @@ IDM_CHANNELS, FDM_CHANNELS = (32, 64, 64), (16, 32, 64)
 
 def frame_gap(ds, key: str, image_size: int | None, seed: int = 0) -> tuple[int, str]:
     """The default frame gap of `key` (module doc) and the reason, in words."""
+    if max(ds.episode_lengths) < 3:  # nothing to choose (and a 1-frame dataset is refused by its windows)
+        return 1, "no episode is longer than 2 frames"
     change = frame_change(ds, key, image_size, MAX_GAP, seed=seed)
     top = max(change)
-    if top == 1:
-        return 1, "no episode is longer than 2 frames"
     if change[top] < STILL:
         return 1, f"the frames barely change (RMS {change[top]:.4f} over {top} frames)"
     k = min(g for g, c in change.items() if c >= SHARE * change[top])
@@ -54,8 +54,8 @@ def resolve(cfg, ds, camera: str, stored: tuple[int, int, int], is_video: bool):
         size = min(SIZE, h, w) if is_video else h
         why.append(f"image size {size} ({'stored size: not resized' if not is_video else f'min({SIZE}, stored {h}x{w})'})")
     gap = cfg.frame_gap
-    if gap is None:
-        gap, reason = frame_gap(ds, camera, size if is_video else None, cfg.seed)
+    if gap is None:  # measured at the training size, or the stored one if larger (upsampling adds nothing)
+        gap, reason = frame_gap(ds, camera, min(size, h, w) if is_video else None, cfg.seed)
         why.append(f"frame gap {gap} ({reason})")
     widths = {}
     if cfg.model == "lapo":
