@@ -133,7 +133,7 @@ def plan(rates: dict, args) -> dict:
              + RATIOS["decoder_train"] * s["decoder"]) + 3 * RATIOS["bc_train"] * s["bc"])
     left = args.budget - args.overhead - collect_s - eval_s
     updates = max(0, int(left / per_u) // 100 * 100)
-    return {"episodes": episodes, "lam_updates": updates,
+    return {"fits": updates > 0, "episodes": episodes, "lam_updates": updates,
             **{k: int(updates * r) for k, r in RATIOS.items()}, "eval_episodes": args.eval_episodes,
             "projected_s": {"collect": round(collect_s), "eval": round(eval_s), "train": round(updates * per_u),
                             "overhead": args.overhead}}
@@ -184,7 +184,12 @@ def main() -> None:
               "cpus": os.cpu_count()}
     (out / "plan.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2), flush=True)
-    if args.dry or sizes["lam_updates"] == 0:
+    if not sizes["fits"]:
+        p_s = sizes["projected_s"]
+        print(f"does not fit: collecting {sizes['episodes']} episodes and evaluating alone project to "
+              f"{p_s['collect'] + p_s['eval'] + p_s['overhead']:.0f} s of the {args.budget:.0f} s budget on this "
+              "machine, leaving no LAM update; nothing runs (raise --budget, or run on a GPU machine)", flush=True)
+    if args.dry or not sizes["fits"]:
         return
     for cmd in (collect_cmd, run_cmd):
         t = time.perf_counter()
