@@ -10,7 +10,8 @@ In one run, for each --sizes S (default 64 and 224):
             windows, batch --batch) with W = --workers DataLoader workers (default 0 1 2; the first batch,
             with the worker start-up, untimed); 2 frames are decoded per window; and at W = 0 the same
             with `--paired-view augment` (data/augment.py: o~, o~' drawn by colour / camera augmentation);
-3. train    the `exolam train` default model (lapo LAM, `LapoLAMConfig` defaults, objective lam) at
+3. train    the lapo LAM with its own widths (`LapoLAMConfig` defaults, objective lam; frame gap 1, frames
+            decoded at every update, no guards: the loader path, as before issue 23's defaults) at
             --image-size 64, i.e. the 224 frames resized to 64 by the loader:
               step     updates/s of the engine's step (forward, backward, clip 5, Adam foreach; fp32, 1
                        thread) on one in-memory batch (the loader's first), built by `workflows.train_own.plan` as
@@ -63,7 +64,7 @@ import torch
 from exolam.train.engine import TrainConfig
 
 CAM = "observation.images.cam"
-TRAIN_SIZE = 64  # `exolam train`'s default --image-size
+TRAIN_SIZE = 64  # the training size of these rows (`exolam train`'s default is min(32, stored): own_train_speed.py)
 
 
 def smooth(n: int, size: int, seed: int) -> np.ndarray:
@@ -143,7 +144,11 @@ def e2e_rate(root: Path, out: Path, steps: int, batch: int, workers: int) -> tup
     """(updates/s recorded by the checkpoint, wall s of the whole train_own call, checkpoint) of `exolam train`."""
     from exolam.workflows.train_own import TrainOwnConfig, train_own
 
-    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=TRAIN_SIZE, num_workers=workers,
+    from exolam.models.lapo import LapoLAMConfig
+
+    cfg = TrainOwnConfig(data=str(root), out=str(out), image_size=TRAIN_SIZE, num_workers=workers, frame_gap=1,
+                         idm_channels=LapoLAMConfig.idm_channels, fdm_channels=LapoLAMConfig.fdm_channels,
+                         cache_features=False, guard_every=0,  # the loader path, the LAM's own widths (as before)
                          train=TrainConfig(steps=steps, batch_size=batch, save_every=steps, log_every=0))
     t = time.perf_counter()
     ckpt = train_own(cfg, log=lambda _: None)
@@ -194,7 +199,7 @@ def frozen_rates(root: Path, out: Path, steps: int, batch: int) -> dict[str, tup
     rates = {}
     for name, cache in (("cached", True), ("uncached", False)):
         cfg = TrainOwnConfig(data=str(root), out=str(out / name), image_size=TRAIN_SIZE, encoder="efficientnet-lite0",
-                             cache_features=cache, train=TrainConfig(steps=steps, batch_size=batch, save_every=steps,
+                             cache_features=cache, frame_gap=1, guard_every=0, train=TrainConfig(steps=steps, batch_size=batch, save_every=steps,
                                                                      log_every=0))
         t = time.perf_counter()
         ckpt = train_own(cfg, log=lambda _: None)
@@ -209,7 +214,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=20, help="frames per episode")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     p.add_argument("--codec", default="h264", choices=["h264", "av1"])
-    p.add_argument("--batch", type=int, default=16, help="loader and training batch (exolam train's default: 128)")
+    p.add_argument("--batch", type=int, default=16, help="loader and training batch (exolam train's default: 32)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers of the decode stage")
     p.add_argument("--seconds", type=float, default=1.5, help="timing window per loader setting / cache read")
     p.add_argument("--steps", type=int, default=5, help="timed updates of the step rate (after 1 warm-up)")
@@ -225,7 +230,7 @@ def main() -> None:
     wall = time.perf_counter()
     n_frames = args.episodes * args.frames
     print(f"own video: {args.episodes} episodes x {args.frames} frames of smooth synthetic RGB video, {args.codec}; "
-          f"lapo LAM (exolam train defaults) trained at {TRAIN_SIZE} px, batch {args.batch} (not 128), fp32, "
+          f"lapo LAM (its own widths) trained at {TRAIN_SIZE} px, batch {args.batch}, fp32, "
           f"1 torch thread, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     from exolam.models.encoders import load_encoder
