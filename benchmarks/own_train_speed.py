@@ -35,7 +35,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from exolam.models.lapo import LapoLAM, LapoLAMConfig
-from exolam.objectives import Objective
 from exolam.train.engine import TrainConfig, native_bf16_cpu
 from exolam.workflows.train_own import TrainOwnConfig, train_own
 
@@ -65,7 +64,6 @@ def peak(dtype: torch.dtype, seconds: float) -> float:
 def compute_row(size: int, bf16: bool, channels_last: bool) -> dict:
     torch.manual_seed(0)
     model = LapoLAM(LapoLAMConfig(image_size=size))
-    objective = Objective("lam", model.d_z, {})
     o, o2 = torch.rand(args.batch, 3, size, size), torch.rand(args.batch, 3, size, size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -87,7 +85,6 @@ def compute_row(size: int, bf16: bool, channels_last: bool) -> dict:
         step()
         n += 1
     rate = n / (time.perf_counter() - t0)
-    del objective
     return {"size": size, "precision": "bf16" if bf16 else "fp32", "layout": "channels_last" if channels_last else "NCHW",
             "samples_per_s": round(rate * args.batch, 1), "gflop_per_step": round(fc.get_total_flops() / 1e9, 2),
             "gflop_per_s": round(fc.get_total_flops() * rate / 1e9, 1)}

@@ -149,8 +149,7 @@ def cache_features(encoder, dataset_root, camera: str | None, out_dir, image_siz
     if dtype not in DTYPES:
         raise ConfigError(f"dtype = {dtype!r} must be one of {', '.join(DTYPES)}")
     ds = open_dataset(dataset_root)
-    if not (camera and camera.endswith("_alt") and camera in ds.features):  # a paired view is cached as its camera
-        camera = camera_key(ds, camera)
+    camera = camera_key(ds, camera, paired=True)
     encoder = encoder.to(device)
     size = image_size or ds.video_shapes.get(camera, (None, None))[0] or int(ds.features[camera]["shape"][-1])
     channels = ds.video_shapes[camera][2] if camera in ds.video_keys else int(ds.features[camera]["shape"][0])

@@ -29,9 +29,12 @@ def image_keys(ds: LeRobotDataset) -> list[str]:
     return [k for k in ds.video_keys if not k.endswith("_alt")] + [k for k in numeric if not k.endswith("_alt")]
 
 
-def camera_key(ds: LeRobotDataset, camera: str | None) -> str:
-    """`camera`, checked, or the default; a missing key names the ones that exist."""
+def camera_key(ds: LeRobotDataset, camera: str | None, paired: bool = False) -> str:
+    """`camera`, checked, or the default; a missing key names the ones that exist. `paired`: a camera's
+    paired view `<camera>_alt` is accepted too (what a frame or feature cache is made of)."""
     keys = image_keys(ds)
+    if paired and camera in {alt_key(k) for k in keys} & set(ds.features):
+        return camera
     if camera is None:
         if not keys:
             raise ConfigError(f"{ds.root}: no video (or image-shaped) feature to train on (features: {sorted(ds.features)})")

@@ -239,14 +239,12 @@ def plan(cfg: TrainOwnConfig) -> Plan:
     ds = open_dataset(cfg.data)
     camera = camera_key(ds, cfg.camera)
     h, w, c = stored_shape(ds, camera)
-    if cfg.image_size is None and camera not in ds.video_keys and h != w:
-        raise ConfigError(f"camera '{camera}' is a numeric feature of non-square {h}x{w} frames")
-    cfg, chosen = defaults.resolve(cfg, ds, camera, (h, w, c), camera in ds.video_keys)
-    cfg.check_vq_size()
-    if camera not in ds.video_keys and (h, w) != (cfg.image_size, cfg.image_size):
+    if camera not in ds.video_keys and (h, w) != (cfg.image_size or h,) * 2:  # left out: the stored size
         raise ConfigError(f"--image-size = {cfg.image_size}: camera '{camera}' is a numeric feature of {h}x{w} "
                           f"frames, which are not resized; use --image-size {h}" if h == w else
                           f"camera '{camera}' is a numeric feature of non-square {h}x{w} frames")
+    cfg, chosen = defaults.resolve(cfg, ds, camera, (h, w, c), camera in ds.video_keys)
+    cfg.check_vq_size()
     if cfg.model == "vq" and c not in (1, 3):
         raise ConfigError(f"camera '{camera}' has {c} channels; the vq LAM is built for 1 or 3")
     terms = parse_objective(cfg.objective, "--objective")
